@@ -1,1 +1,34 @@
+//! # peerpool-core
+//!
+//! The decisions of peerpool, as plain state machines: events and the current time go in,
+//! instructions come out. Nothing here touches a socket, a clock, the OS random number
+//! generator or a task, so every decision is testable with literal timestamps.
+//!
+//! Start reading at [`peer::PeerMachine`], the machine of one connection: handshake and
+//! version negotiation, keepalive, inventory trickling, known-inventory filter, feature
+//! negotiation, misbehaviour and statistics.
+//!
+//! ## The driving contract
+//!
+//! Every machine is driven the same way:
+//! 1. feed it one input (`handle_*`), always with the current [`Time`];
+//! 2. drain `poll_output()` until it returns `None`, carrying out each output in order;
+//! 3. sleep until `poll_timeout()` (if any), then call `handle_timeout(now)`.
+//!
+//! Commands (`queue_message`, `disconnect`, ...) answer at once; anything that completes later
+//! comes out of `poll_output` as an event.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod ban;
+pub mod misbehaviour;
+pub mod peer;
+pub mod retry;
+pub mod time;
+
+pub use misbehaviour::Misbehaviour;
+pub use peer::{
+    Direction, DisconnectReason, PeerConfig, PeerEvent, PeerId, PeerMachine, PeerOutput,
+    StatsSnapshot, UserAgent,
+};
+pub use time::Time;

@@ -1,1 +1,49 @@
+//! # peerpool-net
+//!
+//! The tokio layer of peerpool: it owns sockets, timers and tasks, and does exactly what the
+//! sans-IO machines of [`peerpool_core`] decide.
+//!
+//! Start at [`Peer`]: one connection, driven by its own task. As with btcd's `peer` package the
+//! caller makes the TCP connection (directly, through a proxy, however it likes) and hands it
+//! over with [`Peer::associate_connection`]; [`dial`] and [`accept_loop`] cover the common cases.
+//!
+//! ```no_run
+//! # async fn example() -> std::io::Result<()> {
+//! use std::sync::Arc;
+//! use peerpool_net::{Config, Listeners, Peer};
+//! use peerpool_wire::Network;
+//!
+//! let listeners = Listeners::new().on_verack(|peer| println!("{peer}: handshake done"));
+//! let config = Arc::new(Config::new(Network::Regtest.params()).with_listeners(listeners));
+//! let addr = "127.0.0.1:18444".parse().unwrap();
+//! let peer = Peer::new_outbound(config, addr);
+//! peer.associate_connection(tokio::net::TcpStream::connect(addr).await?);
+//! peer.disconnect();
+//! peer.wait_for_disconnect().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## What each connection task does
+//! Bytes are read into a per-thread scratch buffer and framed; a connection keeps no read buffer
+//! while idle (only a partial frame is copied out), so tens of thousands of idle peers cost little
+//! memory. Each frame goes through the peer machine; its outputs are encoded into one write
+//! buffer, so everything produced by one input leaves in one write. A peer whose unwritten bytes
+//! exceed [`Config::max_send_buffer`] is disconnected: memory per peer is bounded.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod accept;
+pub mod clock;
+mod config;
+mod conn;
+mod listeners;
+mod peer;
+
+pub use accept::{accept_loop, dial, AcceptLimits};
+pub use config::{Config, NewestBlock};
+pub use listeners::Listeners;
+pub use peer::Peer;
+pub use peerpool_core::peer::{
+    Direction, DisconnectReason, HandshakeState, PeerId, StatsSnapshot, UserAgent,
+};

@@ -302,7 +302,15 @@ impl FrameDecoder {
         };
         let length = header.length as usize;
         if buf.len() < length {
-            buf.reserve(length - buf.len());
+            if buf.capacity() < length {
+                // Not `buf.reserve`: it grows by doubling the old allocation, and keeps the
+                // bytes already consumed in front of the read position, so after a 3 MB frame
+                // a 4 MB one made it allocate 6 MB. Move the partial payload into a buffer of
+                // exactly the announced size instead (a copy of at most one read's worth).
+                let mut exact = BytesMut::with_capacity(length);
+                exact.extend_from_slice(buf);
+                *buf = exact;
+            }
             return Ok(None);
         }
         self.pending = None;

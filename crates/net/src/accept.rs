@@ -1,0 +1,102 @@
+//! Accepting and dialing connections.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::config::Config;
+use crate::peer::Peer;
+
+/// Pause after the process runs out of file descriptors before accepting again: the pending
+/// connection stays in the kernel's backlog, and retrying at once would spin.
+const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Limits applied by [`accept_loop`].
+#[derive(Clone, Debug)]
+pub struct AcceptLimits {
+    /// Most inbound peers connected at once; further connections are accepted and closed at
+    /// once, so the remote sees a clean close instead of a hang.
+    pub max_inbound: usize,
+}
+
+impl Default for AcceptLimits {
+    /// Bitcoin Core's default of 125 connections less its 11 outbound slots.
+    fn default() -> AcceptLimits {
+        AcceptLimits { max_inbound: 114 }
+    }
+}
+
+/// Accepts inbound peers on `listener` until `shutdown` is cancelled, starting a [`Peer`] for
+/// each and handing it to `on_peer`.
+pub async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<Config>,
+    limits: AcceptLimits,
+    shutdown: CancellationToken,
+    on_peer: impl Fn(Peer) + Send + 'static,
+) {
+    let live = Arc::new(AtomicUsize::new(0));
+    let mut warned_full = false;
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (stream, addr) = match accepted {
+            Ok(x) => x,
+            Err(e) if is_fd_exhaustion(&e) => {
+                warn!("accept: {e}; pausing {EMFILE_BACKOFF:?} (raise the open-file limit)");
+                tokio::time::sleep(EMFILE_BACKOFF).await;
+                continue;
+            }
+            Err(e) => {
+                debug!("accept: {e}");
+                continue;
+            }
+        };
+        if live.load(Ordering::Relaxed) >= limits.max_inbound {
+            if !warned_full {
+                warn!(
+                    "inbound limit of {} reached; refusing {addr}",
+                    limits.max_inbound
+                );
+                warned_full = true;
+            }
+            drop(stream);
+            continue;
+        }
+        warned_full = false;
+        live.fetch_add(1, Ordering::Relaxed);
+        let peer = Peer::new_inbound(Arc::clone(&config));
+        peer.associate_connection(stream);
+        let counter = Arc::clone(&live);
+        let watched = peer.clone();
+        tokio::spawn(async move {
+            watched.wait_for_disconnect().await;
+            counter.fetch_sub(1, Ordering::Relaxed);
+        });
+        on_peer(peer);
+    }
+}
+
+/// Connects to `addr` (within `timeout`) and starts an outbound [`Peer`] on the connection.
+pub async fn dial(config: Arc<Config>, addr: SocketAddr, timeout: Duration) -> io::Result<Peer> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+    };
+    let peer = Peer::new_outbound(config, addr);
+    peer.associate_connection(stream);
+    Ok(peer)
+}
+
+fn is_fd_exhaustion(e: &io::Error) -> bool {
+    // EMFILE (24): per-process limit; ENFILE (23): system-wide limit.
+    matches!(e.raw_os_error(), Some(23) | Some(24))
+}

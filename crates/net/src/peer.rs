@@ -1,0 +1,394 @@
+//! The [`Peer`] handle.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use bitcoin::hashes::sha256d;
+use bitcoin::p2p::address::AddrV2Message;
+use bitcoin::p2p::message::NetworkMessage;
+use bitcoin::p2p::message_blockdata::Inventory;
+use bitcoin::p2p::message_network::RejectReason;
+use bitcoin::p2p::ServiceFlags;
+use bitcoin::BlockHash;
+use peerpool_core::peer::{
+    ConnectionAddrs, Direction, DisconnectReason, PeerId, PeerMachine, SendToken, StatsSnapshot,
+};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Notify};
+use tracing::Instrument;
+
+use crate::clock;
+use crate::config::Config;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Where the connection stands.
+pub(crate) enum Slot {
+    /// Created, no connection handed over yet.
+    Unconnected,
+    /// A connection task drives the machine.
+    Running(Box<Running>),
+    /// Over; the last statistics are kept for late queries.
+    Finished {
+        reason: DisconnectReason,
+        stats: Option<Box<StatsSnapshot>>,
+    },
+}
+
+pub(crate) struct Running {
+    pub(crate) machine: PeerMachine,
+    /// Completion notices waiting for their message to be written.
+    pub(crate) waiters: Vec<(SendToken, oneshot::Sender<()>)>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) id: PeerId,
+    pub(crate) direction: Direction,
+    pub(crate) addr: OnceLock<SocketAddr>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) slot: Mutex<Slot>,
+    /// Wakes the connection task when a command was queued.
+    pub(crate) wake: Notify,
+    /// Wakes `wait_for_disconnect` callers.
+    pub(crate) finished: Notify,
+}
+
+/// One connection speaking the Bitcoin P2P protocol. Cheap to clone; all clones are the same
+/// peer.
+///
+/// Create it with [`Peer::new_outbound`] or [`Peer::new_inbound`], hand it a connected socket
+/// with [`Peer::associate_connection`]; its task then runs the handshake, answers pings, keeps
+/// the connection alive and calls the [`crate::Listeners`] of its [`Config`].
+#[derive(Clone)]
+pub struct Peer {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Peer {
+    /// A peer we are connecting to at `addr`.
+    pub fn new_outbound(config: Arc<Config>, addr: SocketAddr) -> Peer {
+        let p = Peer::new(config, Direction::Outbound);
+        let _ = p.inner.addr.set(addr);
+        p
+    }
+
+    /// A peer that connected to us; its address is taken from the connection.
+    pub fn new_inbound(config: Arc<Config>) -> Peer {
+        Peer::new(config, Direction::Inbound)
+    }
+
+    fn new(config: Arc<Config>, direction: Direction) -> Peer {
+        Peer {
+            inner: Arc::new(Inner {
+                id: PeerId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+                direction,
+                addr: OnceLock::new(),
+                config,
+                slot: Mutex::new(Slot::Unconnected),
+                wake: Notify::new(),
+                finished: Notify::new(),
+            }),
+        }
+    }
+
+    /// Starts the peer on a connected socket: spawns its task on the current tokio runtime and
+    /// begins the handshake. Has no effect if the peer already has a connection (or had one).
+    pub fn associate_connection(&self, stream: TcpStream) {
+        let now = clock::now();
+        let remote = match stream.peer_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                self.finish(DisconnectReason::Io(e.to_string()), None);
+                return;
+            }
+        };
+        let _ = self.inner.addr.set(remote);
+        let remote = *self.inner.addr.get().unwrap_or(&remote);
+        let local = stream.local_addr().ok();
+        let config = &self.inner.config;
+        let start_height = config.newest_block.as_ref().map_or(0, |f| f().1);
+        {
+            let mut slot = self.lock();
+            if !matches!(*slot, Slot::Unconnected) {
+                return;
+            }
+            let machine = PeerMachine::new(
+                Arc::clone(&config.peer),
+                self.inner.id,
+                self.inner.direction,
+                ConnectionAddrs { remote, local },
+                now,
+                start_height,
+                fastrand::u64(..),
+            );
+            if self.inner.direction == Direction::Outbound {
+                lock_nonces(config).insert(machine.nonce());
+            }
+            *slot = Slot::Running(Box::new(Running {
+                machine,
+                waiters: Vec::new(),
+            }));
+        }
+        let span = tracing::info_span!(
+            "peer",
+            peer = %self.inner.id,
+            addr = %remote,
+            direction = %self.inner.direction
+        );
+        let peer = self.clone();
+        tokio::spawn(crate::conn::run(peer, stream).instrument(span));
+    }
+
+    /// The peer's id, unique within the process.
+    pub fn id(&self) -> PeerId {
+        self.inner.id
+    }
+
+    /// The peer's address (known once connected, for inbound peers).
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.inner.addr.get().copied()
+    }
+
+    /// Whether the peer connected to us.
+    pub fn inbound(&self) -> bool {
+        self.inner.direction == Direction::Inbound
+    }
+
+    /// Inbound or outbound.
+    pub fn direction(&self) -> Direction {
+        self.inner.direction
+    }
+
+    /// The configuration the peer runs with.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.inner.config
+    }
+
+    /// Whether a connection is up (handshake complete or not).
+    pub fn connected(&self) -> bool {
+        matches!(*self.lock(), Slot::Running(_))
+    }
+
+    /// Whether the version/verack handshake has completed on a live connection.
+    pub fn is_ready(&self) -> bool {
+        self.with_machine(|m| m.is_ready()).unwrap_or(false)
+    }
+
+    /// Queues a message. With `done`, the sender is completed once the message's bytes have
+    /// been written to the socket; it is dropped unsent (its receiver sees an error) if the
+    /// message never goes out because the peer disconnected. Messages queued before the
+    /// handshake completes are sent right after it.
+    pub fn queue_message(&self, msg: NetworkMessage, done: Option<oneshot::Sender<()>>) {
+        let mut slot = self.lock();
+        let Slot::Running(r) = &mut *slot else { return };
+        if let Ok(Some(token)) = r.machine.queue_message(msg, done.is_some()) {
+            if let Some(tx) = done {
+                r.waiters.push((token, tx));
+            }
+        }
+        drop(slot);
+        self.inner.wake.notify_one();
+    }
+
+    /// Queues an inventory entry for announcement: transactions are trickled, blocks go out at
+    /// once, and anything the peer is known to have is skipped.
+    pub fn queue_inventory(&self, inv: Inventory) {
+        if self
+            .with_machine(|m| m.queue_inventory(clock::now(), inv))
+            .is_some()
+        {
+            self.inner.wake.notify_one();
+        }
+    }
+
+    /// Records that the peer has `inv`, so it is never announced to it.
+    pub fn add_known_inventory(&self, inv: &Inventory) {
+        self.with_machine(|m| m.add_known_inventory(inv));
+    }
+
+    /// Sends at most 1,000 of `addrs` (a random subset when there are more): `addrv2` if the
+    /// peer takes it, else `addr` with the IP entries. Returns what was sent.
+    pub fn push_addr(&self, addrs: &[AddrV2Message]) -> Vec<AddrV2Message> {
+        let sent = self
+            .with_machine(|m| m.push_addr(addrs))
+            .unwrap_or_default();
+        self.inner.wake.notify_one();
+        sent
+    }
+
+    /// Sends `getblocks` for a block locator, unless it repeats the previous request.
+    pub fn push_getblocks(&self, locator: Vec<BlockHash>, stop: BlockHash) -> bool {
+        let queued = self
+            .with_machine(|m| m.push_getblocks(locator, stop))
+            .unwrap_or(false);
+        self.inner.wake.notify_one();
+        queued
+    }
+
+    /// Sends `getheaders` for a block locator, unless it repeats the previous request.
+    pub fn push_getheaders(&self, locator: Vec<BlockHash>, stop: BlockHash) -> bool {
+        let queued = self
+            .with_machine(|m| m.push_getheaders(locator, stop))
+            .unwrap_or(false);
+        self.inner.wake.notify_one();
+        queued
+    }
+
+    /// Sends a BIP61 `reject` (to peers recent enough to understand it). The returned receiver
+    /// completes once it is written; await it to send a reject just before disconnecting.
+    pub fn push_reject(
+        &self,
+        command: &str,
+        code: RejectReason,
+        reason: &str,
+        hash: Option<sha256d::Hash>,
+    ) -> Option<oneshot::Receiver<()>> {
+        let mut slot = self.lock();
+        let Slot::Running(r) = &mut *slot else {
+            return None;
+        };
+        let token = r.machine.push_reject(command, code, reason, hash, true)?;
+        let (tx, rx) = oneshot::channel();
+        r.waiters.push((token, tx));
+        drop(slot);
+        self.inner.wake.notify_one();
+        Some(rx)
+    }
+
+    /// Records the peer's latest known block height.
+    pub fn update_last_block(&self, height: i32) {
+        self.with_machine(|m| m.update_last_block(height));
+    }
+
+    /// A snapshot of the peer's statistics; after disconnection, the last one taken.
+    pub fn stats(&self) -> Option<StatsSnapshot> {
+        match &*self.lock() {
+            Slot::Unconnected => None,
+            Slot::Running(r) => Some(r.machine.stats(clock::now())),
+            Slot::Finished { stats, .. } => stats.as_deref().cloned(),
+        }
+    }
+
+    /// The negotiated protocol version (0 before the peer's `version` arrives).
+    pub fn protocol_version(&self) -> u32 {
+        self.with_machine(|m| m.negotiated_version().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Services the peer announced.
+    pub fn services(&self) -> ServiceFlags {
+        self.with_machine(|m| m.services())
+            .unwrap_or(ServiceFlags::NONE)
+    }
+
+    /// The peer's user agent, once known.
+    pub fn user_agent(&self) -> Option<String> {
+        self.with_machine(|m| m.remote_version().map(|v| v.user_agent.clone()))
+            .flatten()
+    }
+
+    /// Whether the peer wants block announcements as headers (BIP130).
+    pub fn wants_headers(&self) -> bool {
+        self.with_machine(|m| m.wants_headers()).unwrap_or(false)
+    }
+
+    /// Whether the peer announced segwit support.
+    pub fn is_witness_enabled(&self) -> bool {
+        self.with_machine(|m| m.is_witness_enabled())
+            .unwrap_or(false)
+    }
+
+    /// Closes the connection. Safe to call at any time, any number of times.
+    pub fn disconnect(&self) {
+        self.disconnect_with(DisconnectReason::Requested);
+    }
+
+    /// Closes the connection with a given reason.
+    pub fn disconnect_with(&self, reason: DisconnectReason) {
+        let mut slot = self.lock();
+        match &mut *slot {
+            Slot::Unconnected => {
+                drop(slot);
+                self.finish(reason, None);
+            }
+            Slot::Running(r) => {
+                r.machine.disconnect(clock::now(), reason);
+                drop(slot);
+                self.inner.wake.notify_one();
+            }
+            Slot::Finished { .. } => {}
+        }
+    }
+
+    /// Waits until the connection has ended and its task has cleaned up; returns why it ended.
+    pub async fn wait_for_disconnect(&self) -> DisconnectReason {
+        loop {
+            let notified = self.inner.finished.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Slot::Finished { reason, .. } = &*self.lock() {
+                return reason.clone();
+            }
+            notified.await;
+        }
+    }
+
+    /// Why the connection ended, if it has.
+    pub fn disconnect_reason(&self) -> Option<DisconnectReason> {
+        match &*self.lock() {
+            Slot::Finished { reason, .. } => Some(reason.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Slot> {
+        // A panic while holding the lock cannot leave the machine half-updated in a way that
+        // matters more than losing the peer, so a poisoned lock is used as is.
+        self.inner.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn with_machine<T>(&self, f: impl FnOnce(&mut PeerMachine) -> T) -> Option<T> {
+        match &mut *self.lock() {
+            Slot::Running(r) => Some(f(&mut r.machine)),
+            _ => None,
+        }
+    }
+
+    /// Marks the peer finished and wakes every waiter.
+    pub(crate) fn finish(&self, reason: DisconnectReason, stats: Option<StatsSnapshot>) {
+        {
+            let mut slot = self.lock();
+            if let Slot::Running(r) = &*slot {
+                if self.inner.direction == Direction::Outbound {
+                    lock_nonces(&self.inner.config).remove(r.machine.nonce());
+                }
+            }
+            *slot = Slot::Finished {
+                reason,
+                stats: stats.map(Box::new),
+            };
+        }
+        self.inner.finished.notify_waiters();
+    }
+}
+
+pub(crate) fn lock_nonces(config: &Config) -> MutexGuard<'_, peerpool_core::peer::Nonces> {
+    config.nonces.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.addr() {
+            Some(a) => write!(f, "peer {} {} ({})", self.inner.id, a, self.inner.direction),
+            None => write!(f, "peer {} ({})", self.inner.id, self.inner.direction),
+        }
+    }
+}
+
+impl fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
