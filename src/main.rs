@@ -1,1 +1,21 @@
-fn main() {}
+//! The `peerpool` command: the daemon (`run`), a live demonstration network (`demo`) and the
+//! benchmarks (`bench`).
+#![forbid(unsafe_code)]
+
+mod cli;
+mod demo;
+mod logging;
+mod node;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    match cli::execute(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -15,7 +15,7 @@
 //! | `OversizedHeaders` | 20 | headers over 2,000 entries (Core: `MAX_HEADERS_RESULTS`) |
 //! | `BloomNotOffered` | 100 | BIP111: bloom messages when we do not offer `NODE_BLOOM` |
 //! | `FeatureAfterVerack` | 100 | wtxidrelay/sendaddrv2 after the handshake (BIP339/BIP155) |
-//! | `UserAgentTooLong` | 100 | version with a user agent over 256 bytes |
+//! | `UserAgentTooLong` | 10 | version with a user agent over 256 bytes; dropped like Core does |
 //! | `UnsolicitedMessage` | 0 | tolerated, counted only for the logs |
 
 use std::fmt;
@@ -72,14 +72,12 @@ impl Misbehaviour {
     /// Ban score increment for this misbehaviour; see the table in the module docs.
     pub fn score(&self) -> u32 {
         match self {
-            Misbehaviour::MalformedMessage { .. } => 10,
+            Misbehaviour::MalformedMessage { .. } | Misbehaviour::UserAgentTooLong => 10,
             Misbehaviour::BadChecksum | Misbehaviour::BadCommand => 1,
             Misbehaviour::OversizedInventory { .. }
             | Misbehaviour::OversizedAddr { .. }
             | Misbehaviour::OversizedHeaders { .. } => 20,
-            Misbehaviour::BloomNotOffered { .. }
-            | Misbehaviour::FeatureAfterVerack { .. }
-            | Misbehaviour::UserAgentTooLong => 100,
+            Misbehaviour::BloomNotOffered { .. } | Misbehaviour::FeatureAfterVerack { .. } => 100,
             Misbehaviour::UnsolicitedMessage { .. } => 0,
         }
     }
@@ -89,9 +87,7 @@ impl Misbehaviour {
     pub fn disconnects(&self) -> bool {
         matches!(
             self,
-            Misbehaviour::BloomNotOffered { .. }
-                | Misbehaviour::FeatureAfterVerack { .. }
-                | Misbehaviour::UserAgentTooLong
+            Misbehaviour::BloomNotOffered { .. } | Misbehaviour::FeatureAfterVerack { .. }
         )
     }
 }

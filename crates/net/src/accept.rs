@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -87,7 +87,32 @@ pub async fn accept_loop(
 
 /// Connects to `addr` (within `timeout`) and starts an outbound [`Peer`] on the connection.
 pub async fn dial(config: Arc<Config>, addr: SocketAddr, timeout: Duration) -> io::Result<Peer> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+    dial_from(config, addr, None, timeout).await
+}
+
+/// Like [`dial`], with the local end bound to `local` first (an address of this host, port 0
+/// for any), so that a machine with many addresses picks which one a peer sees.
+pub async fn dial_from(
+    config: Arc<Config>,
+    addr: SocketAddr,
+    local: Option<SocketAddr>,
+    timeout: Duration,
+) -> io::Result<Peer> {
+    let connect = async {
+        match local {
+            None => TcpStream::connect(addr).await,
+            Some(local) => {
+                let socket = if local.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                socket.bind(local)?;
+                socket.connect(addr).await
+            }
+        }
+    };
+    let stream = match tokio::time::timeout(timeout, connect).await {
         Ok(r) => r?,
         Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
     };

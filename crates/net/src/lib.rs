@@ -40,7 +40,7 @@ mod conn;
 mod listeners;
 mod peer;
 
-pub use accept::{accept_loop, dial, AcceptLimits};
+pub use accept::{accept_loop, dial, dial_from, AcceptLimits};
 pub use config::{Config, NewestBlock};
 pub use listeners::Listeners;
 pub use peer::Peer;

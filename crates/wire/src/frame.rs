@@ -171,14 +171,15 @@ impl FrameError {
     }
 }
 
+/// What [`parse_header`] returns for a header whose magic and length are acceptable: the
+/// payload length, the expected checksum, and the command or why it is malformed.
+pub type HeaderFields = (u32, [u8; 4], Result<Command, FrameError>);
+
 /// Parses and validates a header: magic, then length, then command.
 ///
 /// A header whose command is malformed but whose magic and length are fine is returned as
 /// `Ok((header, Err(..)))` so the caller can skip exactly `length` bytes and stay in sync.
-pub fn parse_header(
-    magic: Magic,
-    bytes: &[u8; HEADER_LEN],
-) -> Result<(u32, [u8; 4], Result<Command, FrameError>), FrameError> {
+pub fn parse_header(magic: Magic, bytes: &[u8; HEADER_LEN]) -> Result<HeaderFields, FrameError> {
     let got: [u8; 4] = [bytes[0], bytes[1], bytes[2], bytes[3]];
     if got != magic.to_bytes() {
         return Err(FrameError::BadMagic {

@@ -263,7 +263,18 @@ fn decode_version(r: &mut &[u8]) -> Result<VersionMessage, DecodeError> {
         }
         let (ua, rest) = r.split_at(len);
         *r = rest;
-        String::from_utf8_lossy(ua).into_owned()
+        let mut ua = String::from_utf8_lossy(ua).into_owned();
+        // Each invalid byte becomes U+FFFD, three bytes long, so 256 bytes of junk grew to
+        // 768. Cut back to the limit (on a character boundary) so that the user agent we
+        // hold, log and might send back stays within it, as a valid one does.
+        if ua.len() > MAX_SUBVERSION_LENGTH {
+            let mut end = MAX_SUBVERSION_LENGTH;
+            while !ua.is_char_boundary(end) {
+                end -= 1;
+            }
+            ua.truncate(end);
+        }
+        ua
     };
     let start_height = if r.is_empty() {
         0

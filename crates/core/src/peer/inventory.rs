@@ -8,6 +8,8 @@
 //! Known inventory is a bounded most-recently-used set keyed by hash. It is allocated only when
 //! the first inventory is exchanged, so an idle connection pays nothing for it.
 
+use std::collections::HashSet;
+
 use bitcoin::hashes::Hash;
 use bitcoin::p2p::message_blockdata::Inventory;
 use hashlink::LruCache;
@@ -61,6 +63,24 @@ impl InventoryState {
         } else {
             self.known.insert(h, ());
             true
+        }
+    }
+
+    /// Records entries the peer has (it announced them, or the owner says so): known from now
+    /// on, and no longer waiting to be announced to it. Bitcoin Core checks its known filter
+    /// again when it trickles; dropping them from the queue here has the same effect.
+    pub(crate) fn peer_has<'a>(&mut self, invs: impl IntoIterator<Item = &'a Inventory>) {
+        // Membership only: the set's order never reaches an output.
+        let mut had = HashSet::new();
+        for inv in invs {
+            let h = inventory_hash(inv);
+            self.known.insert(h, ());
+            if !self.pending.is_empty() {
+                had.insert(h);
+            }
+        }
+        if !had.is_empty() {
+            self.pending.retain(|p| !had.contains(&inventory_hash(p)));
         }
     }
 

@@ -463,19 +463,17 @@ impl PeerMachine {
                     r.fee_filter = Some(*rate);
                 }
             }
-            (Some(NetworkMessage::Ping(nonce)), _) => {
-                if self.negotiated_version().unwrap_or(0) > BIP0031_VERSION {
-                    self.push_send(NetworkMessage::Pong(*nonce), None);
-                }
+            (Some(NetworkMessage::Ping(nonce)), _)
+                if self.negotiated_version().unwrap_or(0) > BIP0031_VERSION =>
+            {
+                self.push_send(NetworkMessage::Pong(*nonce), None);
             }
             (Some(NetworkMessage::Inv(list)), _) => {
                 let cap = self.config.known_inventory_capacity;
                 let state = self
                     .inventory
                     .get_or_insert_with(|| Box::new(InventoryState::new(cap)));
-                for inv in list {
-                    state.mark_known(inv);
-                }
+                state.peer_has(list);
             }
             _ => {}
         }
@@ -573,7 +571,7 @@ impl PeerMachine {
         let state = self
             .inventory
             .get_or_insert_with(|| Box::new(InventoryState::new(cap)));
-        state.mark_known(inv);
+        state.peer_has([inv]);
     }
 
     /// Sends up to [`MAX_ADDR_TO_SEND`] addresses, a random subset when given more; `addrv2`
@@ -708,9 +706,14 @@ impl PeerMachine {
                 debug!(peer = %self.id, "{kind} before version ignored");
                 false
             }
+            // Bitcoin Core also takes the announcement preferences between version and verack.
             (
                 HandshakeState::AwaitingVerack { .. },
-                MessageKind::Verack | MessageKind::WtxidRelay | MessageKind::SendAddrV2,
+                MessageKind::Verack
+                | MessageKind::WtxidRelay
+                | MessageKind::SendAddrV2
+                | MessageKind::SendHeaders
+                | MessageKind::SendCmpct,
             ) => true,
             (HandshakeState::AwaitingVerack { .. }, _) => {
                 debug!(peer = %self.id, "{kind} before verack ignored");
@@ -779,14 +782,16 @@ impl PeerMachine {
         let negotiated = remote.negotiated;
         let version = Box::new(remote.version.clone());
         self.state = HandshakeState::Ready { since: now };
-        if negotiated >= SENDHEADERS_VERSION {
-            self.push_send(NetworkMessage::SendHeaders, None);
-        }
+        // The event goes before any post-handshake message, so an owner draining outputs in
+        // order sees nothing but version, verack and the feature messages before it.
         self.outputs
             .push_back(PeerOutput::Event(PeerEvent::HandshakeCompleted {
                 version,
                 negotiated_version: negotiated,
             }));
+        if negotiated >= SENDHEADERS_VERSION {
+            self.push_send(NetworkMessage::SendHeaders, None);
+        }
         while let Some((msg, token)) = self.held.pop_front() {
             self.push_send(msg, token);
         }
@@ -888,10 +893,19 @@ impl PeerMachine {
 
     fn send_ping(&mut self, now: Time) {
         let nonce = self.rng.u64(1..);
-        self.ping = Ping::Waiting { nonce, since: now };
-        self.ping_stats.last_nonce = Some(nonce);
         self.ping_stats.last_sent = Some(now);
         self.push_send(NetworkMessage::Ping(nonce), None);
+        if self.negotiated_version().unwrap_or(0) > BIP0031_VERSION {
+            self.ping = Ping::Waiting { nonce, since: now };
+            self.ping_stats.last_nonce = Some(nonce);
+        } else {
+            // A peer from before BIP31 has no pong: waiting for one would drop it for a ping
+            // timeout. Like Bitcoin Core, the ping only keeps the connection busy; silence is
+            // still caught by the inactivity timeout.
+            self.ping = Ping::Idle {
+                next: now + self.config.ping_interval,
+            };
+        }
     }
 
     fn trickle(&mut self) {
