@@ -48,7 +48,23 @@ struct Conn {
     write_hooks: Vec<(usize, Command)>,
 }
 
+/// Marks the peer finished if its task ends without doing so itself, which only happens when a
+/// listener callback panics: waiters must never hang on a task that is gone.
+struct FinishOnDrop(Peer);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        if !matches!(*self.0.lock(), Slot::Finished { .. }) {
+            self.0.finish(
+                DisconnectReason::Io("connection task panicked".into()),
+                None,
+            );
+        }
+    }
+}
+
 pub(crate) async fn run(peer: Peer, stream: TcpStream) {
+    let _guard = FinishOnDrop(peer.clone());
     let _ = stream.set_nodelay(true);
     let magic = peer.inner.config.peer.chain.magic;
     let mut conn = Conn {

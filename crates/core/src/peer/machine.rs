@@ -92,6 +92,8 @@ pub struct PeerMachine {
     state: HandshakeState,
     remote: Option<Box<Remote>>,
     conn_time: Time,
+    /// When the handshake completed, if it did; kept after disconnection.
+    ready_at: Option<Time>,
     last_send: Option<Time>,
     last_recv: Option<Time>,
     bytes_sent: u64,
@@ -142,6 +144,7 @@ impl PeerMachine {
             state: HandshakeState::AwaitingVersion { since: now },
             remote: None,
             conn_time: now,
+            ready_at: None,
             last_send: None,
             last_recv: None,
             bytes_sent: 0,
@@ -276,6 +279,7 @@ impl PeerMachine {
             starting_height: r.map_or(0, |r| r.version.start_height),
             last_block: self.last_block.max(r.map_or(0, |r| r.version.start_height)),
             conn_time: self.conn_time,
+            handshake_completed: self.ready_at,
             time_offset: r.map_or(0, |r| r.time_offset),
             last_send: self.last_send,
             last_recv: self.last_recv,
@@ -782,6 +786,7 @@ impl PeerMachine {
         let negotiated = remote.negotiated;
         let version = Box::new(remote.version.clone());
         self.state = HandshakeState::Ready { since: now };
+        self.ready_at = Some(now);
         // The event goes before any post-handshake message, so an owner draining outputs in
         // order sees nothing but version, verack and the feature messages before it.
         self.outputs

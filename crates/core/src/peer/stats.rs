@@ -71,6 +71,8 @@ pub struct StatsSnapshot {
     pub last_block: i32,
     /// When the connection was established.
     pub conn_time: Time,
+    /// When the handshake completed; stays set after the connection ends.
+    pub handshake_completed: Option<Time>,
     /// Peer clock minus ours, in seconds, from its version timestamp.
     pub time_offset: i64,
     /// Last time bytes were written.
