@@ -112,8 +112,11 @@ impl Conn {
                 self.disconnect(DisconnectReason::SendQueueFull { queued: unwritten });
                 continue;
             }
-            let deadline = match &*self.peer.lock() {
-                Slot::Running(r) => r.machine.poll_timeout(),
+            let deadline = match &mut *self.peer.lock() {
+                Slot::Running(r) => {
+                    r.unwritten_bytes = unwritten;
+                    r.machine.poll_timeout()
+                }
                 _ => None,
             };
             if deadline != armed {
@@ -236,7 +239,7 @@ impl Conn {
                     return Some(DisconnectReason::Requested);
                 };
                 let now = clock::now();
-                loop {
+                let next = loop {
                     match r.machine.poll_output() {
                         Some(PeerOutput::Send { message, token }) => {
                             let kind = MessageKind::of(&message);
@@ -253,7 +256,14 @@ impl Conn {
                         }
                         other => break other,
                     }
+                };
+                // Once the outputs are drained, every application message queued so far is
+                // encoded, unless it is held for the handshake.
+                if next.is_none() && r.machine.is_ready() {
+                    r.pending_bytes = 0;
                 }
+                r.unwritten_bytes = self.wbuf.len() - self.wpos;
+                next
             };
             if hooks && !self.write_hooks.is_empty() {
                 let listeners = &self.peer.inner.config.listeners;

@@ -41,6 +41,11 @@ pub(crate) struct Running {
     pub(crate) machine: PeerMachine,
     /// Completion notices waiting for their message to be written.
     pub(crate) waiters: Vec<(SendToken, oneshot::Sender<()>)>,
+    /// Wire bytes of application messages queued but not yet encoded by the connection task
+    /// (held for the handshake, or waiting for the task's next turn).
+    pub(crate) pending_bytes: usize,
+    /// Bytes encoded but not yet written, as of the connection task's last turn.
+    pub(crate) unwritten_bytes: usize,
 }
 
 pub(crate) struct Inner {
@@ -129,6 +134,8 @@ impl Peer {
             *slot = Slot::Running(Box::new(Running {
                 machine,
                 waiters: Vec::new(),
+                pending_bytes: 0,
+                unwritten_bytes: 0,
             }));
         }
         let span = tracing::info_span!(
@@ -180,11 +187,27 @@ impl Peer {
     /// been written to the socket; it is dropped unsent (its receiver sees an error) if the
     /// message never goes out because the peer disconnected. Messages queued before the
     /// handshake completes are sent right after it.
+    ///
+    /// A message that would take the bytes waiting for this peer past
+    /// [`Config::max_send_buffer`] is dropped and the peer disconnected
+    /// ([`DisconnectReason::SendQueueFull`]): the bound holds however fast messages are queued,
+    /// even when the connection task gets no turn in between.
     pub fn queue_message(&self, msg: NetworkMessage, done: Option<oneshot::Sender<()>>) {
+        let size = wire_len(&msg);
+        let max = self.inner.config.max_send_buffer;
         let mut slot = self.lock();
         let Slot::Running(r) = &mut *slot else { return };
-        if let Ok(Some(token)) = r.machine.queue_message(msg, done.is_some()) {
-            if let Some(tx) = done {
+        let backlog = r.unwritten_bytes + r.pending_bytes;
+        let waiting = backlog + size;
+        // A lone message larger than the bound still goes out to a peer that keeps up.
+        if waiting > max && backlog > 0 {
+            r.machine.disconnect(
+                clock::now(),
+                DisconnectReason::SendQueueFull { queued: waiting },
+            );
+        } else if let Ok(token) = r.machine.queue_message(msg, done.is_some()) {
+            r.pending_bytes += size;
+            if let (Some(token), Some(tx)) = (token, done) {
                 r.waiters.push((token, tx));
             }
         }
@@ -372,6 +395,13 @@ impl Peer {
         }
         self.inner.finished.notify_waiters();
     }
+}
+
+/// Size of `msg` on the wire, header included, without encoding it anywhere.
+fn wire_len(msg: &NetworkMessage) -> usize {
+    use bitcoin::consensus::Encodable;
+    let payload = msg.consensus_encode(&mut bitcoin::io::sink()).unwrap_or(0);
+    peerpool_wire::frame::HEADER_LEN + payload
 }
 
 pub(crate) fn lock_nonces(config: &Config) -> MutexGuard<'_, peerpool_core::peer::Nonces> {
