@@ -61,7 +61,11 @@ impl BanScore {
         if self.transient == 0.0 || age > LIFETIME {
             return 0.0;
         }
-        self.transient * 0.5f64.powf(age.as_secs_f64() / HALF_LIFE.as_secs_f64())
+        // Whole seconds of the clock, as btcd decays: a score read in the same second it was
+        // raised is exactly what was added (ten increments of 10 make 100, not 99), and
+        // frequent increments still decay as seconds tick over.
+        let secs = now.as_secs().saturating_sub(self.updated.as_secs()) as f64;
+        self.transient * 0.5f64.powf(secs / HALF_LIFE.as_secs_f64())
     }
 }
 
@@ -77,6 +81,19 @@ mod tests {
         assert_eq!(s.value(t0 + HALF_LIFE), 40);
         assert_eq!(s.value(t0 + HALF_LIFE * 2), 20);
         assert_eq!(s.value(t0 + LIFETIME + Duration::from_secs(1)), 0);
+    }
+
+    #[test]
+    fn increments_within_a_second_add_up_exactly() {
+        let t0 = Time::from_secs(1_000);
+        let mut s = BanScore::default();
+        for i in 0..10 {
+            s.increase(t0 + Duration::from_millis(50 * i), 0, 10);
+        }
+        assert_eq!(s.value(t0 + Duration::from_millis(900)), 100);
+        let mut one = BanScore::default();
+        one.increase(t0, 0, 1);
+        assert_eq!(one.value(t0 + Duration::from_millis(999)), 1);
     }
 
     #[test]

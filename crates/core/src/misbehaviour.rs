@@ -13,10 +13,13 @@
 //! | `OversizedInventory` | 20 | inv/getdata/notfound over 50,000 entries (Core: `MAX_INV_SZ`) |
 //! | `OversizedAddr` | 20 | addr/addrv2 over 1,000 entries (Core: `MAX_ADDR_TO_SEND`) |
 //! | `OversizedHeaders` | 20 | headers over 2,000 entries (Core: `MAX_HEADERS_RESULTS`) |
-//! | `BloomNotOffered` | 100 | BIP111: bloom messages when we do not offer `NODE_BLOOM` |
-//! | `FeatureAfterVerack` | 100 | wtxidrelay/sendaddrv2 after the handshake (BIP339/BIP155) |
+//! | `BloomNotOffered` | 0, disconnect | BIP111: bloom messages when we do not offer `NODE_BLOOM` |
+//! | `FeatureAfterVerack` | 0, disconnect | wtxidrelay/sendaddrv2 after the handshake (BIP339/BIP155) |
 //! | `UserAgentTooLong` | 10 | version with a user agent over 256 bytes; dropped like Core does |
 //! | `UnsolicitedMessage` | 0 | tolerated, counted only for the logs |
+//!
+//! "0, disconnect" follows Bitcoin Core: breaking these protocol rules ends the connection but
+//! is not held against the address (no ban score), since the peer is merely incompatible.
 
 use std::fmt;
 
@@ -77,8 +80,9 @@ impl Misbehaviour {
             Misbehaviour::OversizedInventory { .. }
             | Misbehaviour::OversizedAddr { .. }
             | Misbehaviour::OversizedHeaders { .. } => 20,
-            Misbehaviour::BloomNotOffered { .. } | Misbehaviour::FeatureAfterVerack { .. } => 100,
-            Misbehaviour::UnsolicitedMessage { .. } => 0,
+            Misbehaviour::BloomNotOffered { .. }
+            | Misbehaviour::FeatureAfterVerack { .. }
+            | Misbehaviour::UnsolicitedMessage { .. } => 0,
         }
     }
 

@@ -511,7 +511,7 @@ fn feature_negotiation_after_verack_disconnects() {
         h.connect();
         h.inject_message(B, &msg);
         let what = Misbehaviour::FeatureAfterVerack { command };
-        assert_eq!(h.misbehaviours(B), [(what, 100)]);
+        assert_eq!(h.misbehaviours(B), [(what, 0)]);
         h.expect_disconnect(B, DisconnectReason::Misbehaviour(what));
         assert!(h.received_kinds(B).is_empty());
     }

@@ -46,7 +46,7 @@ fn bloom_messages_without_node_bloom_disconnect_a_modern_peer() {
         h.connect();
         h.inject_message(B, &msg);
         let what = Misbehaviour::BloomNotOffered { command };
-        assert_eq!(h.misbehaviours(B), [(what, 100)], "{command}");
+        assert_eq!(h.misbehaviours(B), [(what, 0)], "{command}");
         h.expect_disconnect(B, DisconnectReason::Misbehaviour(what));
         assert!(
             h.received_kinds(B).is_empty(),
@@ -223,9 +223,20 @@ fn a_lower_threshold_disconnects_sooner() {
 // ----- malformed payloads and bad frames ------------------------------------------------------
 
 #[test]
+fn a_ping_without_nonce_is_ignored_like_a_pre_bip31_ping() {
+    let mut h = Harness::new();
+    h.connect();
+    let sent_before = h.sent_commands(B).len();
+    h.inject(B, "ping", &[1, 2, 3]);
+    assert!(h.misbehaviours(B).is_empty());
+    assert_eq!(h.sent_commands(B).len(), sent_before, "nothing to answer");
+    h.expect_ready(B);
+}
+
+#[test]
 fn a_malformed_payload_costs_ten() {
     for (command, payload) in [
-        ("ping", vec![1, 2, 3]),       // a nonce is eight bytes
+        ("ping", vec![7; 9]),          // a nonce and a stray byte
         ("inv", vec![1, 1, 0, 0, 0]),  // one entry announced, four bytes of it
         ("feefilter", vec![0; 9]),     // trailing byte
         ("addr", vec![1, 0x29, 0x2a]), // one address, cut inside its time
@@ -388,7 +399,7 @@ fn the_outbound_side_judges_the_same_way() {
                 Misbehaviour::BloomNotOffered {
                     command: "filterclear"
                 },
-                120
+                20
             )
         ]
     );

@@ -160,12 +160,19 @@ impl Conn {
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             for _ in 0..READS_PER_TURN {
-                match self.stream.try_read(&mut scratch[..]) {
+                // Inside a payload, read no further than its end: the decoder sized the buffer
+                // for exactly that payload, and bytes beyond it would make it reallocate.
+                let limit = if self.decoder.in_payload() {
+                    self.decoder.needed(self.rbuf.len()).clamp(1, scratch.len())
+                } else {
+                    scratch.len()
+                };
+                match self.stream.try_read(&mut scratch[..limit]) {
                     Ok(0) => return Err(DisconnectReason::RemoteClosed),
                     Ok(n) => {
                         self.rbuf.extend_from_slice(&scratch[..n]);
                         self.frames();
-                        if n < scratch.len() {
+                        if n < limit {
                             break;
                         }
                     }

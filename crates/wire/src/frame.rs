@@ -191,8 +191,9 @@ pub fn parse_header(magic: Magic, bytes: &[u8; HEADER_LEN]) -> Result<HeaderFiel
     raw_command.copy_from_slice(&bytes[4..16]);
     let length = u32::from_le_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
     if length > MAX_PAYLOAD_LEN {
+        let end = raw_command.iter().position(|&b| b == 0).unwrap_or(12);
         return Err(FrameError::Oversized {
-            command: Command::raw_lossy(&raw_command),
+            command: Command::raw_lossy(&raw_command[..end]),
             length,
         });
     }

@@ -215,7 +215,20 @@ pub fn decode_payload(command: Command, payload: &[u8]) -> Result<NetworkMessage
             });
         }
     };
-    if !r.is_empty() {
+    // Bitcoin Core reads only the fields it knows: a longer `version` (a future field) or a
+    // payload on a message that has none is accepted, the rest ignored.
+    let lenient = matches!(
+        kind,
+        MessageKind::Version
+            | MessageKind::Verack
+            | MessageKind::SendAddrV2
+            | MessageKind::MemPool
+            | MessageKind::SendHeaders
+            | MessageKind::GetAddr
+            | MessageKind::FilterClear
+            | MessageKind::WtxidRelay
+    );
+    if !r.is_empty() && !lenient {
         return Err(DecodeError::TrailingBytes {
             command: name,
             extra: r.len(),
@@ -420,6 +433,20 @@ mod tests {
             let f = d.decode(&mut buf).unwrap().unwrap();
             assert_eq!(&decode_payload(f.command, &f.payload).unwrap(), m);
         }
+    }
+
+    #[test]
+    fn bytes_after_fields_core_does_not_read_are_ignored() {
+        let mut payload = encode_payload(&NetworkMessage::Version(version_msg()));
+        payload.extend_from_slice(&[1, 2, 3]); // a field from the future
+        let NetworkMessage::Version(v) =
+            decode_payload(Command::new("version").unwrap(), &payload).unwrap()
+        else {
+            panic!("not a version")
+        };
+        assert_eq!(v, version_msg());
+        let verack = decode_payload(Command::new("verack").unwrap(), &[0]).unwrap();
+        assert_eq!(verack, NetworkMessage::Verack);
     }
 
     #[test]

@@ -414,6 +414,11 @@ impl PeerMachine {
             }
             return;
         }
+        if kind == MessageKind::Ping && payload.len() < 8 {
+            // Peers before BIP31 ping without a nonce; there is nothing to answer.
+            debug!(peer = %self.id, "ping without nonce ignored");
+            return;
+        }
         let needed = matches!(
             kind,
             MessageKind::Version | MessageKind::Ping | MessageKind::Inv | MessageKind::FeeFilter
