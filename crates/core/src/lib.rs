@@ -20,9 +20,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod addr;
 pub mod ban;
 pub mod misbehaviour;
 pub mod peer;
+pub mod pool;
 pub mod retry;
 pub mod time;
 

@@ -1,0 +1,1 @@
+//! Bans of addresses and subnets.

@@ -1,0 +1,6 @@
+//! The pool: the policies for many connections, as sans-IO parts.
+//!
+//! - [`addrman`]: the address book, Bitcoin Core-style "new" and "tried" tables;
+//! - [`banman`]: bans of addresses and subnets, with expiry.
+pub mod addrman;
+pub mod banman;
