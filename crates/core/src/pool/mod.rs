@@ -1,6 +1,8 @@
 //! The pool: the policies for many connections, as sans-IO parts.
 //!
 //! - [`addrman`]: the address book, Bitcoin Core-style "new" and "tried" tables;
-//! - [`banman`]: bans of addresses and subnets, with expiry.
+//! - [`banman`]: bans of addresses and subnets, with expiry;
+//! - [`eviction`]: which inbound peer makes room for a new one.
 pub mod addrman;
 pub mod banman;
+pub mod eviction;
