@@ -163,6 +163,10 @@ pub enum DisconnectReason {
     BadFrame(FrameError),
     /// The peer broke a protocol rule, or its ban score crossed the threshold.
     Misbehaviour(Misbehaviour),
+    /// Evicted to make room for a new inbound peer.
+    Evicted,
+    /// The address is banned.
+    Banned,
     /// The peer does not read what we send and our send queue for it is full.
     SendQueueFull {
         /// Bytes waiting to be written.
@@ -212,6 +216,8 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::SelfConnection => f.write_str("connected to self"),
             DisconnectReason::BadFrame(e) => write!(f, "bad frame: {e}"),
             DisconnectReason::Misbehaviour(m) => write!(f, "misbehaviour: {m}"),
+            DisconnectReason::Evicted => f.write_str("evicted for a new inbound peer"),
+            DisconnectReason::Banned => f.write_str("address banned"),
             DisconnectReason::SendQueueFull { queued } => {
                 write!(f, "peer not reading: {queued} bytes queued")
             }

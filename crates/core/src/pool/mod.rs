@@ -2,7 +2,9 @@
 //!
 //! - [`addrman`]: the address book, Bitcoin Core-style "new" and "tried" tables;
 //! - [`banman`]: bans of addresses and subnets, with expiry;
+//! - [`connman`]: which connections to open, keep, retry and refuse;
 //! - [`eviction`]: which inbound peer makes room for a new one.
 pub mod addrman;
 pub mod banman;
+pub mod connman;
 pub mod eviction;
