@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 mod accept;
+pub mod bus;
 pub mod clock;
 mod config;
 mod conn;
