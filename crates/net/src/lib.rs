@@ -40,6 +40,7 @@ mod config;
 mod conn;
 mod listeners;
 mod peer;
+pub mod persist;
 
 pub use accept::{accept_loop, dial, dial_from, AcceptLimits};
 pub use config::{Config, NewestBlock};
