@@ -38,6 +38,7 @@ pub mod bus;
 pub mod clock;
 mod config;
 mod conn;
+pub mod discovery;
 mod listeners;
 mod peer;
 pub mod persist;
