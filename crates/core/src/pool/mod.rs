@@ -3,8 +3,12 @@
 //! - [`addrman`]: the address book, Bitcoin Core-style "new" and "tried" tables;
 //! - [`banman`]: bans of addresses and subnets, with expiry;
 //! - [`connman`]: which connections to open, keep, retry and refuse;
-//! - [`eviction`]: which inbound peer makes room for a new one.
+//! - [`eviction`]: which inbound peer makes room for a new one;
+//! - [`machine`]: the pool machine that composes them, with address relay and bans.
 pub mod addrman;
 pub mod banman;
 pub mod connman;
 pub mod eviction;
+pub mod machine;
+
+pub use machine::{Output, Permission, PoolEvent, PoolMachine};

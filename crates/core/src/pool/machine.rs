@@ -1,0 +1,774 @@
+//! The pool machine: the connection manager, the address book and the ban list together.
+//!
+//! [`PoolMachine`] sees peers only through what their connections report (handshake done,
+//! misbehaviour, addresses received, disconnection) and answers with instructions: dial this,
+//! disconnect that, send these addresses, tell subscribers about this event. It adds to the
+//! parts it composes:
+//!
+//! - **address relay**: addresses a peer sends go into the book with that peer as source, rate
+//!   limited per peer as Bitcoin Core does (a bucket of 1,000 tokens refilled at 0.1 per
+//!   second, with 1,000 extra after we ask with `getaddr`); small fresh announcements (at most
+//!   10 entries, seen within 10 minutes) are relayed on to two other peers;
+//! - **getaddr**: asked of every outbound peer after its handshake; answered once per inbound
+//!   peer with a random sample of the book (at most 1,000 entries, 23 %);
+//! - **self-advertisement**: our listening addresses ([`Config::advertise`]) are announced to
+//!   each peer after its handshake, so a network can find a node from any one seed (Core's
+//!   AdvertiseLocal);
+//! - **bans**: a banned address is neither dialed nor accepted; misbehaviour reported by a
+//!   connection goes to the ban manager, whose verdict is carried out;
+//! - **whitelist**: peers from whitelisted subnets get the permissions listed (`noban`: never
+//!   banned, never evicted, exempt from the per-group inbound limit).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bitcoin::p2p::address::AddrV2Message;
+use bitcoin::p2p::ServiceFlags;
+
+use crate::addr::{NetAddr, Network};
+use crate::misbehaviour::Misbehaviour;
+use crate::peer::{Direction, DisconnectReason, PeerId};
+use crate::pool::addrman::{self, AddrMan, AddrRecord};
+use crate::pool::banman::{self, BanList, BanMan, BanReason, Subnet, Verdict};
+use crate::pool::connman::{self, ConnKind, ConnMan, InboundVerdict, Pick, RefuseReason, ReqId};
+use crate::time::Time;
+
+/// Addresses answered to one `getaddr`. Bitcoin Core: `MAX_ADDR_TO_SEND`.
+pub const MAX_ADDR_TO_SEND: usize = 1_000;
+/// Share of the book answered to one `getaddr`, percent. Bitcoin Core: `MAX_PCT_ADDR_TO_SEND`.
+pub const MAX_PCT_ADDR_TO_SEND: usize = 23;
+/// Address tokens refilled per second. Bitcoin Core: `MAX_ADDR_RATE_PER_SECOND`.
+pub const ADDR_RATE_PER_SECOND: f64 = 0.1;
+/// Address tokens a peer starts with and can save up. Bitcoin Core: `MAX_ADDR_PROCESSING_TOKEN_BUCKET`.
+pub const ADDR_TOKEN_BUCKET: f64 = 1_000.0;
+/// Announcements larger than this are not relayed (they answer a getaddr). Bitcoin Core: 10.
+pub const MAX_RELAYED_ANNOUNCEMENT: usize = 10;
+/// Only addresses seen this recently are relayed. Bitcoin Core: 10 minutes.
+pub const RELAY_FRESHNESS: Duration = Duration::from_secs(600);
+/// Peers an announcement is relayed to. Bitcoin Core: 2 for reachable networks.
+pub const RELAY_FANOUT: usize = 2;
+/// Penalty on the last-seen time of addresses heard from a third party. Bitcoin Core: 2 hours.
+pub const ADDR_TIME_PENALTY: Duration = Duration::from_secs(2 * 3600);
+
+/// A permission granted by the whitelist (Bitcoin Core's `-whitelist` permission names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Permission {
+    /// Never banned, never evicted, exempt from per-group limits.
+    NoBan,
+    /// Transactions relayed even without relay.
+    Relay,
+    /// Allowed to request the mempool.
+    Mempool,
+    /// Allowed to download blocks when we limit uploads.
+    Download,
+    /// Addresses from it are not rate limited.
+    Addr,
+    /// Allowed to use bloom filters.
+    BloomFilter,
+    /// Relayed transactions even if rejected.
+    ForceRelay,
+}
+
+impl Permission {
+    /// Bitcoin Core's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::NoBan => "noban",
+            Permission::Relay => "relay",
+            Permission::Mempool => "mempool",
+            Permission::Download => "download",
+            Permission::Addr => "addr",
+            Permission::BloomFilter => "bloomfilter",
+            Permission::ForceRelay => "forcerelay",
+        }
+    }
+
+    /// Parses one of Core's names.
+    pub fn parse(s: &str) -> Option<Permission> {
+        Some(match s {
+            "noban" => Permission::NoBan,
+            "relay" => Permission::Relay,
+            "mempool" => Permission::Mempool,
+            "download" => Permission::Download,
+            "addr" => Permission::Addr,
+            "bloomfilter" => Permission::BloomFilter,
+            "forcerelay" => Permission::ForceRelay,
+            _ => return None,
+        })
+    }
+
+    /// What a whitelist entry without explicit permissions grants (Bitcoin Core's implicit set).
+    pub const DEFAULT: &'static [Permission] = &[
+        Permission::NoBan,
+        Permission::Relay,
+        Permission::Mempool,
+        Permission::Download,
+    ];
+}
+
+/// A whitelisted subnet and its permissions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WhitelistEntry {
+    /// The subnet.
+    pub subnet: Subnet,
+    /// What its peers may do.
+    pub permissions: Vec<Permission>,
+}
+
+/// Settings of the pool.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// Connection slots.
+    pub connman: connman::Config,
+    /// The address book.
+    pub addrman: addrman::Config,
+    /// Ban scores and durations.
+    pub banman: banman::Config,
+    /// Our listening addresses, announced to peers.
+    pub advertise: Vec<NetAddr>,
+    /// Whitelisted subnets.
+    pub whitelist: Vec<WhitelistEntry>,
+    /// Networks we can reach (dial); empty means IPv4 and IPv6.
+    pub reachable: Vec<Network>,
+}
+
+/// What the pool reports to the outside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PoolEvent {
+    /// A peer completed its handshake.
+    PeerJoined {
+        /// The peer.
+        peer: PeerId,
+        /// Its address.
+        addr: NetAddr,
+        /// Who dialed.
+        direction: Direction,
+        /// What the connection is for.
+        kind: ConnKind,
+    },
+    /// A peer that had joined left.
+    PeerLeft {
+        /// The peer.
+        peer: PeerId,
+        /// Its address.
+        addr: NetAddr,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// A subnet was banned (misbehaviour or command).
+    Banned {
+        /// The subnet.
+        subnet: Subnet,
+        /// Until when.
+        until: Time,
+        /// Why.
+        reason: BanReason,
+    },
+    /// An inbound peer was evicted to make room.
+    Evicted {
+        /// The peer.
+        peer: PeerId,
+        /// Its address.
+        addr: NetAddr,
+    },
+}
+
+/// What the runtime must do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Dial an address; report with `handle_dial_succeeded` / `handle_dial_failed`.
+    Dial {
+        /// The request.
+        req: ReqId,
+        /// Where.
+        addr: NetAddr,
+        /// What for.
+        kind: ConnKind,
+    },
+    /// Close a connection.
+    Disconnect {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// Ask the peer for addresses.
+    SendGetAddr {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// Send addresses to the peer (its connection picks addr or addrv2).
+    SendAddrs {
+        /// The peer.
+        peer: PeerId,
+        /// The addresses.
+        addrs: Vec<AddrV2Message>,
+    },
+    /// Tell subscribers.
+    Event(PoolEvent),
+}
+
+/// Why an inbound connection was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Its address is banned.
+    Banned,
+    /// No room (see the connection manager).
+    Full(RefuseReason),
+}
+
+#[derive(Debug)]
+struct PeerState {
+    addr: NetAddr,
+    direction: Direction,
+    kind: ConnKind,
+    ready: bool,
+    permissions: Vec<Permission>,
+    addr_tokens: f64,
+    tokens_at: Time,
+    answered_getaddr: bool,
+    /// Our getaddr is outstanding: the next large addr message is its answer.
+    awaiting_addr: bool,
+}
+
+/// The pool machine; see the module docs.
+#[derive(Debug)]
+pub struct PoolMachine {
+    config: Config,
+    rng: fastrand::Rng,
+    connman: ConnMan,
+    addrman: AddrMan,
+    banman: BanMan<PeerId>,
+    peers: BTreeMap<PeerId, PeerState>,
+    /// Outbound requests waiting for their dial, with the address.
+    dialing: BTreeMap<ReqId, NetAddr>,
+    outputs: VecDeque<Output>,
+}
+
+impl PoolMachine {
+    /// A pool with an empty book and no bans. `secret` keys the book's buckets.
+    pub fn new(config: Config, secret: [u8; 16], seed: u64, now: Time) -> PoolMachine {
+        let book = AddrMan::new(
+            config.addrman.clone(),
+            secret,
+            fastrand::Rng::with_seed(seed ^ 1),
+        );
+        PoolMachine::with_state(config, book, BanList::new(), seed, now)
+    }
+
+    /// A pool resuming from a saved book and ban list.
+    pub fn with_state(
+        config: Config,
+        addrman: AddrMan,
+        bans: BanList,
+        seed: u64,
+        now: Time,
+    ) -> PoolMachine {
+        PoolMachine {
+            connman: ConnMan::new(config.connman.clone(), seed ^ 2, now),
+            banman: BanMan::with_bans(config.banman.clone(), bans),
+            addrman,
+            rng: fastrand::Rng::with_seed(seed),
+            config,
+            peers: BTreeMap::new(),
+            dialing: BTreeMap::new(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    // ----- queries -------------------------------------------------------------------------
+
+    /// The connection manager (slots, manual peers, requests).
+    pub fn connman(&self) -> &ConnMan {
+        &self.connman
+    }
+
+    /// The address book.
+    pub fn addrman(&self) -> &AddrMan {
+        &self.addrman
+    }
+
+    /// The ban manager.
+    pub fn banman(&self) -> &BanMan<PeerId> {
+        &self.banman
+    }
+
+    /// Permissions of a connected peer.
+    pub fn permissions(&self, peer: PeerId) -> &[Permission] {
+        self.peers.get(&peer).map_or(&[], |p| &p.permissions[..])
+    }
+
+    /// Connected peers that completed their handshake.
+    pub fn ready_peers(&self) -> impl Iterator<Item = (PeerId, NetAddr)> + '_ {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.ready)
+            .map(|(id, p)| (*id, p.addr))
+    }
+
+    // ----- outputs -------------------------------------------------------------------------
+
+    /// The next instruction, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.pull();
+        self.outputs.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) next has work.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        [self.connman.poll_timeout(), self.banman.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    // ----- inputs --------------------------------------------------------------------------
+
+    /// Does what is due: dials to fill slots, retries, feelers, ban expiry.
+    pub fn handle_timeout(&mut self, now: Time) {
+        for entry in self.banman.handle_timeout(now) {
+            tracing::debug!("ban on {} expired", entry.subnet);
+        }
+        let reachable = self.reachable();
+        let (addrman, banman, rng) = (&mut self.addrman, &self.banman, &mut self.rng);
+        let mut pick = |what: Pick| {
+            for _ in 0..4 {
+                let (addr, _) = addrman.select(what == Pick::Feeler, &reachable, rng, now)?;
+                if !banman.is_banned(&addr, now) {
+                    return Some(addr);
+                }
+            }
+            None
+        };
+        self.connman.handle_timeout(now, &mut pick);
+        self.pull();
+    }
+
+    /// A dial succeeded.
+    pub fn handle_dial_succeeded(&mut self, now: Time, req: ReqId, peer: PeerId) {
+        let Some(addr) = self.dialing.remove(&req) else {
+            return;
+        };
+        self.connman.handle_dial_succeeded(now, req, peer);
+        let kind = self
+            .connman
+            .connection(peer)
+            .map_or(ConnKind::Outbound, |c| c.kind);
+        self.addrman.attempt(&addr, false, now);
+        let permissions = self.whitelisted(&addr);
+        self.peers.insert(
+            peer,
+            PeerState::new(addr, Direction::Outbound, kind, permissions, now),
+        );
+    }
+
+    /// A dial failed.
+    pub fn handle_dial_failed(&mut self, now: Time, req: ReqId) {
+        if let Some(addr) = self.dialing.remove(&req) {
+            self.addrman.attempt(&addr, true, now);
+        }
+        self.connman.handle_dial_failed(now, req);
+    }
+
+    /// A new inbound connection; `Err` means close it at once.
+    pub fn handle_inbound(
+        &mut self,
+        now: Time,
+        peer: PeerId,
+        addr: NetAddr,
+    ) -> Result<(), Refused> {
+        let permissions = self.whitelisted(&addr);
+        let noban = permissions.contains(&Permission::NoBan);
+        if !noban && self.banman.is_banned(&addr, now) {
+            return Err(Refused::Banned);
+        }
+        let secret = self.rng.u64(..) | 1;
+        let key = move |g: crate::addr::NetGroup| {
+            g.to_bytes().iter().fold(secret, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+            })
+        };
+        match self.connman.handle_inbound(now, peer, addr, noban, &key) {
+            InboundVerdict::Refuse(r) => return Err(Refused::Full(r)),
+            InboundVerdict::AcceptEvicting(victim) => {
+                if let Some(v) = self.peers.get(&victim) {
+                    let event = PoolEvent::Evicted {
+                        peer: victim,
+                        addr: v.addr,
+                    };
+                    self.outputs.push_back(Output::Event(event));
+                }
+            }
+            InboundVerdict::Accept => {}
+        }
+        self.peers.insert(
+            peer,
+            PeerState::new(
+                addr,
+                Direction::Inbound,
+                ConnKind::Inbound,
+                permissions,
+                now,
+            ),
+        );
+        Ok(())
+    }
+
+    /// A connection completed its handshake; `services` are what the peer announced.
+    pub fn handle_handshake(&mut self, now: Time, peer: PeerId, services: ServiceFlags) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.ready = true;
+        let (addr, direction, kind) = (p.addr, p.direction, p.kind);
+        self.connman.handle_handshake(peer);
+        if direction == Direction::Outbound {
+            self.addrman.good(&addr, now);
+            self.addrman.set_services(&addr, services);
+        }
+        if kind == ConnKind::Feeler {
+            // The address answered: that is all a feeler wanted to know.
+            self.outputs.push_back(Output::Disconnect {
+                peer,
+                reason: DisconnectReason::Requested,
+            });
+            return;
+        }
+        self.outputs.push_back(Output::Event(PoolEvent::PeerJoined {
+            peer,
+            addr,
+            direction,
+            kind,
+        }));
+        if direction == Direction::Outbound {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.awaiting_addr = true;
+                p.addr_tokens += ADDR_TOKEN_BUCKET;
+            }
+            self.outputs.push_back(Output::SendGetAddr { peer });
+        }
+        if !self.config.advertise.is_empty() {
+            let t = now.as_secs() as u32;
+            let addrs = self
+                .config
+                .advertise
+                .iter()
+                .map(|a| AddrV2Message {
+                    time: t,
+                    services: ServiceFlags::NONE,
+                    addr: a.to_addrv2(),
+                    port: a.port,
+                })
+                .collect();
+            self.outputs.push_back(Output::SendAddrs { peer, addrs });
+        }
+    }
+
+    /// Addresses received from a peer (`addr` or `addrv2`, converted).
+    pub fn handle_addrs(&mut self, now: Time, peer: PeerId, addrs: &[AddrV2Message]) {
+        let reachable = self.reachable();
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if !p.ready {
+            return;
+        }
+        let unlimited = p.permissions.contains(&Permission::Addr);
+        let elapsed = now.since(p.tokens_at).as_secs_f64();
+        p.tokens_at = now;
+        p.addr_tokens = (p.addr_tokens + elapsed * ADDR_RATE_PER_SECOND).min(
+            // Tokens granted for our own getaddr may exceed the cap, as in Core.
+            p.addr_tokens.max(ADDR_TOKEN_BUCKET),
+        );
+        let answer = p.awaiting_addr && addrs.len() > MAX_RELAYED_ANNOUNCEMENT;
+        if answer {
+            p.awaiting_addr = false;
+        }
+        let source = p.addr;
+        let mut accepted: Vec<AddrRecord> = Vec::new();
+        let mut relay: Vec<AddrV2Message> = Vec::new();
+        let mut limited = 0;
+        for a in addrs {
+            if !unlimited {
+                if p.addr_tokens < 1.0 {
+                    limited += 1;
+                    continue;
+                }
+                p.addr_tokens -= 1.0;
+            }
+            let Some(na) = NetAddr::from_addrv2(&a.addr, a.port) else {
+                continue;
+            };
+            if !reachable.contains(&na.network()) {
+                continue;
+            }
+            let seen = Time::from_secs(u64::from(a.time));
+            accepted.push((na, a.services, seen));
+            let fresh = seen + RELAY_FRESHNESS >= now && seen <= now + RELAY_FRESHNESS;
+            if !answer && addrs.len() <= MAX_RELAYED_ANNOUNCEMENT && fresh {
+                relay.push(a.clone());
+            }
+        }
+        if limited > 0 {
+            tracing::debug!(peer = %peer, limited, "addresses over the rate limit ignored");
+        }
+        // Self-announcements carry no penalty; hearsay is aged by two hours, as Core does.
+        let (own, other): (Vec<AddrRecord>, Vec<AddrRecord>) = accepted
+            .into_iter()
+            .partition(|(a, _, _)| a.host == source.host);
+        self.addrman.add(&own, source, Duration::ZERO, now);
+        self.addrman.add(&other, source, ADDR_TIME_PENALTY, now);
+        if !relay.is_empty() {
+            let others: Vec<PeerId> = self
+                .peers
+                .iter()
+                .filter(|(id, s)| **id != peer && s.ready && s.kind != ConnKind::Feeler)
+                .map(|(id, _)| *id)
+                .collect();
+            let mut chosen = Vec::new();
+            let mut pool = others;
+            while chosen.len() < RELAY_FANOUT && !pool.is_empty() {
+                let i = self.rng.usize(..pool.len());
+                chosen.push(pool.swap_remove(i));
+            }
+            for to in chosen {
+                self.outputs.push_back(Output::SendAddrs {
+                    peer: to,
+                    addrs: relay.clone(),
+                });
+            }
+        }
+    }
+
+    /// A peer asked for addresses: answered once per inbound peer, as Bitcoin Core does (an
+    /// outbound peer asking could be fingerprinting us).
+    pub fn handle_getaddr(&mut self, now: Time, peer: PeerId) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if p.direction != Direction::Inbound || p.answered_getaddr || !p.ready {
+            return;
+        }
+        p.answered_getaddr = true;
+        let sample = self.addrman.get_addr(
+            MAX_ADDR_TO_SEND,
+            MAX_PCT_ADDR_TO_SEND,
+            None,
+            &mut self.rng,
+            now,
+        );
+        let addrs: Vec<AddrV2Message> = sample
+            .into_iter()
+            .map(|(a, services, seen)| AddrV2Message {
+                time: seen.as_secs() as u32,
+                services,
+                addr: a.to_addrv2(),
+                port: a.port,
+            })
+            .collect();
+        if !addrs.is_empty() {
+            self.outputs.push_back(Output::SendAddrs { peer, addrs });
+        }
+    }
+
+    /// A peer misbehaved: the ban manager decides.
+    pub fn handle_misbehaviour(&mut self, now: Time, peer: PeerId, what: Misbehaviour) {
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        let addr = p.addr;
+        let noban = p.permissions.contains(&Permission::NoBan);
+        match self.banman.misbehaving(peer, &addr, what, noban, now) {
+            Verdict::None => {}
+            Verdict::Warn => tracing::warn!(peer = %peer, %addr, "misbehaving: {what}"),
+            Verdict::Disconnect => {
+                let reason = DisconnectReason::Misbehaviour(what);
+                self.outputs.push_back(Output::Disconnect { peer, reason });
+            }
+            Verdict::Ban(until) => {
+                let subnet = Subnet::from(addr.host);
+                let event = PoolEvent::Banned {
+                    subnet,
+                    until,
+                    reason: BanReason::Misbehaviour,
+                };
+                self.outputs.push_back(Output::Event(event));
+                self.disconnect_banned(now);
+            }
+        }
+    }
+
+    /// A ping round trip, for eviction protection.
+    pub fn handle_ping(&mut self, peer: PeerId, rtt_micros: u64) {
+        self.connman.record_ping(peer, rtt_micros);
+    }
+
+    /// The peer sent us a transaction (`block == false`) or block we did not have.
+    pub fn handle_useful(&mut self, now: Time, peer: PeerId, block: bool) {
+        self.connman.record_useful(now, peer, block);
+    }
+
+    /// A connection ended.
+    pub fn handle_disconnected(&mut self, now: Time, peer: PeerId, reason: DisconnectReason) {
+        let Some(p) = self.peers.remove(&peer) else {
+            self.connman.handle_disconnected(now, peer, false);
+            return;
+        };
+        self.connman.handle_disconnected(now, peer, p.ready);
+        self.banman.scores_mut().forget(&peer);
+        if p.ready {
+            if p.direction == Direction::Outbound {
+                self.addrman.connected(&p.addr, now);
+            }
+            if p.kind != ConnKind::Feeler {
+                let event = PoolEvent::PeerLeft {
+                    peer,
+                    addr: p.addr,
+                    reason,
+                };
+                self.outputs.push_back(Output::Event(event));
+            }
+        }
+    }
+
+    // ----- commands ------------------------------------------------------------------------
+
+    /// Adds addresses from outside (DNS seeds, `addpeeraddress`) with `source` as their origin.
+    pub fn add_addresses(&mut self, now: Time, addrs: &[AddrRecord], source: NetAddr) -> usize {
+        self.addrman.add(addrs, source, Duration::ZERO, now)
+    }
+
+    /// `addnode add`.
+    pub fn add_node(&mut self, now: Time, addr: NetAddr) -> Result<(), connman::ConnError> {
+        self.connman.add_manual(now, addr)
+    }
+
+    /// `addnode remove`.
+    pub fn remove_node(&mut self, addr: NetAddr) -> Result<(), connman::ConnError> {
+        self.connman.remove_manual(addr)
+    }
+
+    /// `addnode onetry`.
+    pub fn one_try(&mut self, now: Time, addr: NetAddr) -> ReqId {
+        let req = self.connman.one_try(now, addr);
+        self.pull();
+        req
+    }
+
+    /// Disconnects a peer by id.
+    pub fn disconnect_peer(&mut self, peer: PeerId) -> Result<(), connman::ConnError> {
+        self.connman.disconnect_peer(peer)
+    }
+
+    /// Disconnects every peer at an address.
+    pub fn disconnect_addr(&mut self, addr: NetAddr) -> Result<(), connman::ConnError> {
+        self.connman.disconnect_addr(addr)
+    }
+
+    /// Bans a subnet until `until`, disconnecting the peers in it.
+    pub fn ban(&mut self, now: Time, subnet: Subnet, until: Time) -> bool {
+        let added = self
+            .banman
+            .bans_mut()
+            .ban(subnet, until, BanReason::Manual, now);
+        if added {
+            let event = PoolEvent::Banned {
+                subnet,
+                until,
+                reason: BanReason::Manual,
+            };
+            self.outputs.push_back(Output::Event(event));
+            self.disconnect_banned(now);
+        }
+        added
+    }
+
+    /// Lifts a ban; whether there was one.
+    pub fn unban(&mut self, subnet: &Subnet) -> bool {
+        self.banman.bans_mut().unban(subnet)
+    }
+
+    /// Lifts every ban.
+    pub fn clear_bans(&mut self) {
+        self.banman.bans_mut().clear();
+    }
+
+    // ----- internals -----------------------------------------------------------------------
+
+    fn reachable(&self) -> Vec<Network> {
+        if self.config.reachable.is_empty() {
+            vec![Network::Ipv4, Network::Ipv6]
+        } else {
+            self.config.reachable.clone()
+        }
+    }
+
+    fn whitelisted(&self, addr: &NetAddr) -> Vec<Permission> {
+        let mut perms: Vec<Permission> = self
+            .config
+            .whitelist
+            .iter()
+            .filter(|w| w.subnet.contains(&addr.host))
+            .flat_map(|w| w.permissions.iter().copied())
+            .collect();
+        perms.sort();
+        perms.dedup();
+        perms
+    }
+
+    fn disconnect_banned(&mut self, now: Time) {
+        let banned: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.permissions.contains(&Permission::NoBan))
+            .filter(|(_, p)| self.banman.is_banned(&p.addr, now))
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in banned {
+            self.outputs.push_back(Output::Disconnect {
+                peer,
+                reason: DisconnectReason::Banned,
+            });
+        }
+    }
+
+    /// Moves the connection manager's instructions into ours.
+    fn pull(&mut self) {
+        while let Some(o) = self.connman.poll_output() {
+            match o {
+                connman::Output::Dial { req, addr, kind } => {
+                    self.dialing.insert(req, addr);
+                    self.outputs.push_back(Output::Dial { req, addr, kind });
+                }
+                connman::Output::Disconnect { peer, reason } => {
+                    self.outputs.push_back(Output::Disconnect { peer, reason });
+                }
+            }
+        }
+    }
+}
+
+impl PeerState {
+    fn new(
+        addr: NetAddr,
+        direction: Direction,
+        kind: ConnKind,
+        permissions: Vec<Permission>,
+        now: Time,
+    ) -> PeerState {
+        PeerState {
+            addr,
+            direction,
+            kind,
+            ready: false,
+            permissions,
+            addr_tokens: ADDR_TOKEN_BUCKET,
+            tokens_at: now,
+            answered_getaddr: false,
+            awaiting_addr: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

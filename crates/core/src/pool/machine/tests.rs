@@ -1,0 +1,283 @@
+use super::*;
+
+const T0: Time = Time::from_secs(1_700_000_000);
+
+fn a(s: &str) -> NetAddr {
+    s.parse().unwrap()
+}
+
+fn local_config() -> Config {
+    let mut c = Config::default();
+    c.addrman.allow_local = true;
+    c.banman.ban_local = true;
+    c.connman.feeler_interval = None;
+    c
+}
+
+fn pool(config: Config) -> PoolMachine {
+    PoolMachine::new(config, [7; 16], 42, T0)
+}
+
+fn drain(p: &mut PoolMachine) -> Vec<Output> {
+    std::iter::from_fn(|| p.poll_output()).collect()
+}
+
+fn v2(addr: NetAddr, seen: Time) -> AddrV2Message {
+    AddrV2Message {
+        time: seen.as_secs() as u32,
+        services: ServiceFlags::NETWORK,
+        addr: addr.to_addrv2(),
+        port: addr.port,
+    }
+}
+
+/// Connects an outbound peer through the pool's own dial and completes its handshake.
+fn join_outbound(p: &mut PoolMachine, now: Time, peer: u64) -> (PeerId, NetAddr) {
+    p.handle_timeout(now);
+    let out = drain(p);
+    let (req, addr) = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Dial { req, addr, .. } => Some((*req, *addr)),
+            _ => None,
+        })
+        .expect("a dial");
+    for o in &out {
+        if let Output::Dial { req: r, .. } = o {
+            if *r != req {
+                p.handle_dial_failed(now, *r);
+            }
+        }
+    }
+    p.handle_dial_succeeded(now, req, PeerId(peer));
+    p.handle_handshake(now, PeerId(peer), ServiceFlags::NETWORK);
+    (PeerId(peer), addr)
+}
+
+#[test]
+fn dials_addresses_from_the_book_and_never_banned_ones() {
+    let mut p = pool(local_config());
+    let addrs: Vec<AddrRecord> = (1..=20)
+        .map(|i| (a(&format!("127.0.{i}.1:18444")), ServiceFlags::NETWORK, T0))
+        .collect();
+    assert_eq!(p.add_addresses(T0, &addrs, a("127.0.0.1:1")), 20);
+    let banned = a("127.0.3.1:18444");
+    p.ban(
+        T0,
+        Subnet::from(banned.host),
+        T0 + Duration::from_secs(3600),
+    );
+    drain(&mut p);
+    p.handle_timeout(T0);
+    let dialed: Vec<NetAddr> = drain(&mut p)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Dial {
+                addr,
+                kind: ConnKind::Outbound,
+                ..
+            } => Some(addr),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dialed.len(), 8, "{dialed:?}");
+    assert!(!dialed.contains(&banned));
+}
+
+#[test]
+fn handshake_asks_for_addresses_and_advertises_ours() {
+    let mut config = local_config();
+    let me = a("127.0.9.9:18444");
+    config.advertise = vec![me];
+    let mut p = pool(config);
+    p.add_addresses(
+        T0,
+        &[(a("127.0.1.1:18444"), ServiceFlags::NETWORK, T0)],
+        a("127.0.0.1:1"),
+    );
+    let (peer, addr) = join_outbound(&mut p, T0, 1);
+    let out = drain(&mut p);
+    assert!(out.contains(&Output::Event(PoolEvent::PeerJoined {
+        peer,
+        addr,
+        direction: Direction::Outbound,
+        kind: ConnKind::Outbound
+    })));
+    assert!(out.contains(&Output::SendGetAddr { peer }));
+    assert!(out.iter().any(|o| matches!(o,
+        Output::SendAddrs { peer: to, addrs } if *to == peer && NetAddr::from_addrv2(&addrs[0].addr, addrs[0].port) == Some(me))));
+    assert_eq!(
+        p.addrman().info(&addr).map(|i| i.last_success.is_some()),
+        Some(true)
+    );
+}
+
+#[test]
+fn small_fresh_announcements_are_relayed_to_two_peers_answers_are_not() {
+    let mut p = pool(local_config());
+    for i in 0..4 {
+        p.handle_inbound(T0, PeerId(i), a(&format!("127.0.{i}.5:5000")))
+            .unwrap();
+        p.handle_handshake(T0, PeerId(i), ServiceFlags::NETWORK);
+    }
+    drain(&mut p);
+    let fresh = v2(a("127.0.50.1:18444"), T0);
+    p.handle_addrs(T0, PeerId(0), std::slice::from_ref(&fresh));
+    let relays: Vec<PeerId> = drain(&mut p)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::SendAddrs { peer, addrs } if addrs == vec![fresh.clone()] => Some(peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(relays.len(), RELAY_FANOUT);
+    assert!(!relays.contains(&PeerId(0)), "never back to the sender");
+    assert!(p.addrman().info(&a("127.0.50.1:18444")).is_some());
+
+    // Old news is stored but not relayed.
+    let stale = v2(a("127.0.51.1:18444"), T0 - Duration::from_secs(3600));
+    p.handle_addrs(T0, PeerId(1), &[stale]);
+    assert!(drain(&mut p).is_empty());
+}
+
+#[test]
+fn addresses_are_rate_limited_per_peer() {
+    let mut p = pool(local_config());
+    p.handle_inbound(T0, PeerId(1), a("127.0.0.5:5000"))
+        .unwrap();
+    p.handle_handshake(T0, PeerId(1), ServiceFlags::NETWORK);
+    let batch = |base: u32| -> Vec<AddrV2Message> {
+        (0..1000)
+            .map(|i| {
+                v2(
+                    a(&format!("127.{}.{}.{}:1", base, i / 200, i % 200 + 1)),
+                    T0,
+                )
+            })
+            .collect()
+    };
+    p.handle_addrs(T0, PeerId(1), &batch(1));
+    let after_first = p.addrman().size();
+    // A few collide in the book's buckets; nearly all are in.
+    assert!(after_first > 800, "{after_first}");
+    // The bucket is empty now: a second thousand at once is ignored...
+    p.handle_addrs(T0, PeerId(1), &batch(2));
+    assert_eq!(p.addrman().size(), after_first);
+    // ...and 100 s later only ten tokens have come back.
+    p.handle_addrs(T0 + Duration::from_secs(100), PeerId(1), &batch(3));
+    assert!(
+        p.addrman().size() <= after_first + 10,
+        "{}",
+        p.addrman().size()
+    );
+}
+
+#[test]
+fn getaddr_is_answered_once_and_only_for_inbound_peers() {
+    let mut p = pool(local_config());
+    let addrs: Vec<AddrRecord> = (1..=50)
+        .map(|i| (a(&format!("127.0.{i}.1:18444")), ServiceFlags::NETWORK, T0))
+        .collect();
+    p.add_addresses(T0, &addrs, a("127.0.0.1:1"));
+    p.handle_inbound(T0, PeerId(1), a("127.0.200.5:5000"))
+        .unwrap();
+    p.handle_handshake(T0, PeerId(1), ServiceFlags::NETWORK);
+    drain(&mut p);
+    p.handle_getaddr(T0, PeerId(1));
+    let answer = drain(&mut p);
+    let Some(Output::SendAddrs { addrs, .. }) = answer.first() else {
+        panic!("{answer:?}")
+    };
+    assert!(!addrs.is_empty() && addrs.len() <= 50 * MAX_PCT_ADDR_TO_SEND / 100 + 1);
+    p.handle_getaddr(T0, PeerId(1));
+    assert!(drain(&mut p).is_empty(), "second getaddr ignored");
+
+    let (out_peer, _) = join_outbound(&mut p, T0, 2);
+    drain(&mut p);
+    p.handle_getaddr(T0, out_peer);
+    assert!(drain(&mut p).is_empty(), "outbound peers are not answered");
+}
+
+#[test]
+fn misbehaviour_leads_to_a_ban_and_banned_addresses_are_refused() {
+    let mut p = pool(local_config());
+    let addr = a("127.0.0.66:5000");
+    p.handle_inbound(T0, PeerId(1), addr).unwrap();
+    p.handle_handshake(T0, PeerId(1), ServiceFlags::NETWORK);
+    drain(&mut p);
+    for _ in 0..5 {
+        p.handle_misbehaviour(T0, PeerId(1), Misbehaviour::OversizedAddr { count: 1001 });
+    }
+    let out = drain(&mut p);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Event(PoolEvent::Banned { .. }))),
+        "{out:?}"
+    );
+    assert!(out.contains(&Output::Disconnect {
+        peer: PeerId(1),
+        reason: DisconnectReason::Banned
+    }));
+    p.handle_disconnected(T0, PeerId(1), DisconnectReason::Banned);
+    // Reconnecting from the same address is refused, from another one is not.
+    let mut other_port = addr;
+    other_port.port = 6000;
+    assert_eq!(
+        p.handle_inbound(T0, PeerId(2), other_port),
+        Err(Refused::Banned)
+    );
+    assert!(p
+        .handle_inbound(T0, PeerId(3), a("127.0.0.67:5000"))
+        .is_ok());
+    // After 24 hours the ban is gone.
+    let later = T0 + Duration::from_secs(86_400);
+    p.handle_timeout(later);
+    assert!(p.handle_inbound(later, PeerId(4), addr).is_ok());
+}
+
+#[test]
+fn whitelisted_noban_peers_are_never_banned() {
+    let mut config = local_config();
+    config.whitelist = vec![WhitelistEntry {
+        subnet: "127.0.0.0/24".parse().unwrap(),
+        permissions: Permission::DEFAULT.to_vec(),
+    }];
+    let mut p = pool(config);
+    let addr = a("127.0.0.66:5000");
+    p.handle_inbound(T0, PeerId(1), addr).unwrap();
+    p.handle_handshake(T0, PeerId(1), ServiceFlags::NETWORK);
+    drain(&mut p);
+    for _ in 0..10 {
+        p.handle_misbehaviour(T0, PeerId(1), Misbehaviour::OversizedAddr { count: 1001 });
+    }
+    let out = drain(&mut p);
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Event(PoolEvent::Banned { .. }))),
+        "{out:?}"
+    );
+    assert!(p.permissions(PeerId(1)).contains(&Permission::NoBan));
+}
+
+#[test]
+fn a_joined_peer_leaving_is_reported_with_its_reason() {
+    let mut p = pool(local_config());
+    p.handle_inbound(T0, PeerId(1), a("127.0.0.5:5000"))
+        .unwrap();
+    // Leaving before the handshake is not news.
+    p.handle_inbound(T0, PeerId(2), a("127.0.0.6:5000"))
+        .unwrap();
+    p.handle_handshake(T0, PeerId(1), ServiceFlags::NETWORK);
+    drain(&mut p);
+    p.handle_disconnected(T0, PeerId(2), DisconnectReason::HandshakeTimeout);
+    assert!(drain(&mut p).is_empty());
+    p.handle_disconnected(T0, PeerId(1), DisconnectReason::RemoteClosed);
+    assert_eq!(
+        drain(&mut p),
+        vec![Output::Event(PoolEvent::PeerLeft {
+            peer: PeerId(1),
+            addr: a("127.0.0.5:5000"),
+            reason: DisconnectReason::RemoteClosed
+        })]
+    );
+}
