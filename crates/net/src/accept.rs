@@ -73,14 +73,9 @@ pub async fn accept_loop(
         }
         warned_full = false;
         live.fetch_add(1, Ordering::Relaxed);
-        let peer = Peer::new_inbound(Arc::clone(&config));
+        // The peer gives its slot back itself when it finishes: no task per peer for that.
+        let peer = Peer::new_inbound_counted(Arc::clone(&config), Arc::clone(&live));
         peer.associate_connection(stream);
-        let counter = Arc::clone(&live);
-        let watched = peer.clone();
-        tokio::spawn(async move {
-            watched.wait_for_disconnect().await;
-            counter.fetch_sub(1, Ordering::Relaxed);
-        });
         on_peer(peer);
     }
 }

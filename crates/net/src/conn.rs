@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::io;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use peerpool_core::peer::{DisconnectReason, PeerEvent, PeerOutput, SendToken};
 use peerpool_wire::frame::FrameDecoder;
 use peerpool_wire::message::{command_of, encode_message};
@@ -21,9 +21,6 @@ const SCRATCH_LEN: usize = 64 * 1024;
 /// Reads per readiness event before other work (timers, commands, other tasks) gets a turn, so
 /// one flooding peer cannot monopolise its worker thread.
 const READS_PER_TURN: usize = 8;
-
-/// Write buffers larger than this are freed rather than kept for reuse once drained.
-const KEEP_WRITE_BUFFER: usize = 16 * 1024;
 
 thread_local! {
     /// Shared by every connection on a worker thread: an idle connection holds no read buffer.
@@ -115,6 +112,8 @@ impl Conn {
             let deadline = match &mut *self.peer.lock() {
                 Slot::Running(r) => {
                     r.unwritten_bytes = unwritten;
+                    // About to wait: keep no spare queue capacity while idle.
+                    r.machine.shrink_idle();
                     r.machine.poll_timeout()
                 }
                 _ => None,
@@ -162,8 +161,27 @@ impl Conn {
             for _ in 0..READS_PER_TURN {
                 // Inside a payload, read no further than its end: the decoder sized the buffer
                 // for exactly that payload, and bytes beyond it would make it reallocate.
+                let needed = self.decoder.needed(self.rbuf.len());
+                if self.decoder.in_payload() && needed >= scratch.len() {
+                    // A large payload: the decoder sized the buffer for it, so read straight
+                    // into it rather than through the scratch buffer (one copy less).
+                    if self.rbuf.capacity() - self.rbuf.len() < needed {
+                        self.rbuf.reserve(needed);
+                    }
+                    let mut limited = (&mut self.rbuf).limit(needed);
+                    match self.stream.try_read_buf(&mut limited) {
+                        Ok(0) => return Err(DisconnectReason::RemoteClosed),
+                        Ok(_) => {
+                            self.frames();
+                            continue;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(io_reason(e)),
+                    }
+                }
                 let limit = if self.decoder.in_payload() {
-                    self.decoder.needed(self.rbuf.len()).clamp(1, scratch.len())
+                    needed.clamp(1, scratch.len())
                 } else {
                     scratch.len()
                 };
@@ -192,10 +210,11 @@ impl Conn {
 
     fn frames(&mut self) {
         let listeners = &self.peer.inner.config.listeners;
+        // One clock reading per batch: frames read together arrived together.
+        let now = clock::now();
         loop {
             let before = self.rbuf.len();
             let result = self.decoder.decode(&mut self.rbuf);
-            let now = clock::now();
             match result {
                 Ok(None) => return,
                 Ok(Some(frame)) => {
@@ -206,8 +225,9 @@ impl Conn {
                         trace!("recv {}:\n{}", frame.command, hexdump(&frame.payload));
                     }
                     if let Slot::Running(r) = &mut *self.peer.lock() {
-                        r.machine.handle_frame(
+                        r.machine.handle_frame_of_kind(
                             now,
+                            kind,
                             frame.command,
                             &frame.payload,
                             wire_len,
@@ -239,13 +259,14 @@ impl Conn {
     fn drain(&mut self) -> Option<DisconnectReason> {
         let magic = self.peer.inner.config.peer.chain.magic;
         let hooks = self.peer.inner.config.listeners.on_write.is_some();
+        // One clock reading per drain: everything drained here leaves in the same write.
+        let now = clock::now();
         loop {
             let next = {
                 let mut slot = self.peer.lock();
                 let Slot::Running(r) = &mut *slot else {
                     return Some(DisconnectReason::Requested);
                 };
-                let now = clock::now();
                 let next = loop {
                     match r.machine.poll_output() {
                         Some(PeerOutput::Send { message, token }) => {
@@ -346,11 +367,8 @@ impl Conn {
         }
         if self.wpos == self.wbuf.len() && self.wpos > 0 {
             self.wpos = 0;
-            if self.wbuf.capacity() > KEEP_WRITE_BUFFER {
-                self.wbuf = Vec::new();
-            } else {
-                self.wbuf.clear();
-            }
+            // Give the buffer back: an idle connection holds none.
+            self.wbuf = Vec::new();
         }
         if self
             .marks

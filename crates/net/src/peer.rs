@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bitcoin::hashes::sha256d;
@@ -58,6 +58,8 @@ pub(crate) struct Inner {
     pub(crate) wake: Notify,
     /// Wakes `wait_for_disconnect` callers.
     pub(crate) finished: Notify,
+    /// A count of live peers (an accept loop's) to decrement when this one finishes.
+    pub(crate) live: Option<Arc<AtomicUsize>>,
 }
 
 /// One connection speaking the Bitcoin P2P protocol. Cheap to clone; all clones are the same
@@ -85,6 +87,20 @@ impl Peer {
     }
 
     fn new(config: Arc<Config>, direction: Direction) -> Peer {
+        Peer::with_counter(config, direction, None)
+    }
+
+    /// An inbound peer that decrements `live` when it finishes (used by accept loops to count
+    /// connections without a task per peer).
+    pub(crate) fn new_inbound_counted(config: Arc<Config>, live: Arc<AtomicUsize>) -> Peer {
+        Peer::with_counter(config, Direction::Inbound, Some(live))
+    }
+
+    fn with_counter(
+        config: Arc<Config>,
+        direction: Direction,
+        live: Option<Arc<AtomicUsize>>,
+    ) -> Peer {
         Peer {
             inner: Arc::new(Inner {
                 id: PeerId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
@@ -94,6 +110,7 @@ impl Peer {
                 slot: Mutex::new(Slot::Unconnected),
                 wake: Notify::new(),
                 finished: Notify::new(),
+                live,
             }),
         }
     }
@@ -383,10 +400,16 @@ impl Peer {
     pub(crate) fn finish(&self, reason: DisconnectReason, stats: Option<StatsSnapshot>) {
         {
             let mut slot = self.lock();
+            if matches!(*slot, Slot::Finished { .. }) {
+                return;
+            }
             if let Slot::Running(r) = &*slot {
                 if self.inner.direction == Direction::Outbound {
                     lock_nonces(&self.inner.config).remove(r.machine.nonce());
                 }
+            }
+            if let Some(live) = &self.inner.live {
+                live.fetch_sub(1, Ordering::Relaxed);
             }
             *slot = Slot::Finished {
                 reason,

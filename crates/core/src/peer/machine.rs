@@ -306,6 +306,17 @@ impl PeerMachine {
         self.outputs.pop_front()
     }
 
+    /// Releases the memory of queues that are empty. A runtime calls it when the connection
+    /// goes idle, so that tens of thousands of idle connections hold no spare capacity.
+    pub fn shrink_idle(&mut self) {
+        if self.outputs.is_empty() && self.outputs.capacity() > 0 {
+            self.outputs = VecDeque::new();
+        }
+        if self.held.is_empty() && self.held.capacity() > 0 {
+            self.held = VecDeque::new();
+        }
+    }
+
     /// The earliest time at which [`handle_timeout`](Self::handle_timeout) has work to do.
     pub fn poll_timeout(&self) -> Option<Time> {
         let c = &self.config;
@@ -377,10 +388,24 @@ impl PeerMachine {
         wire_len: usize,
         decode: bool,
     ) {
+        let kind = MessageKind::from_command(command.as_str());
+        self.handle_frame_of_kind(now, kind, command, payload, wire_len, decode);
+    }
+
+    /// [`handle_frame`](Self::handle_frame) for a caller that has already classified the
+    /// command (`kind` must be `MessageKind::from_command(command.as_str())`).
+    pub fn handle_frame_of_kind(
+        &mut self,
+        now: Time,
+        kind: MessageKind,
+        command: Command,
+        payload: &[u8],
+        wire_len: usize,
+        decode: bool,
+    ) {
         if self.is_disconnected() {
             return;
         }
-        let kind = MessageKind::from_command(command.as_str());
         self.last_recv = Some(now);
         self.bytes_recv += wire_len as u64;
         self.msgs_recv += 1;
@@ -398,7 +423,11 @@ impl PeerMachine {
             // Decoded by hand: Bitcoin Core reads the first eight bytes and treats a shorter
             // payload as a cancelled ping rather than an error.
             self.received_pong(now, payload);
-            self.deliver(kind, None);
+            if decode && payload.len() >= 8 {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&payload[..8]);
+                self.deliver(kind, Some(NetworkMessage::Pong(u64::from_le_bytes(b))));
+            }
             return;
         }
         if is_bloom_kind(kind) && !self.config.services.has(ServiceFlags::BLOOM) {
@@ -486,7 +515,9 @@ impl PeerMachine {
             }
             _ => {}
         }
-        self.deliver(kind, message);
+        if decode {
+            self.deliver(kind, message);
+        }
     }
 
     /// A frame was refused by the decoder. Fatal errors end the connection; others cost the

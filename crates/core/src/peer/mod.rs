@@ -110,9 +110,10 @@ pub enum PeerEvent {
         /// min(ours, theirs).
         negotiated_version: u32,
     },
-    /// A message was received after the handshake (or a handshake message). `message` holds
-    /// the decoded form when it was decoded: always for the kinds this machine needs, and for
-    /// others when the caller asked for decoding.
+    /// A message was accepted (after the handshake, or a handshake message) and the caller
+    /// asked for it (`decode` in [`PeerMachine::handle_frame`]); `message` is its decoded form
+    /// (`None` only for a pong shorter than its nonce). Messages nobody asked for produce no
+    /// event, so unwatched traffic costs no queueing.
     MessageReceived {
         /// The message's kind.
         kind: MessageKind,
