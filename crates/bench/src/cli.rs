@@ -1,0 +1,126 @@
+//! Command-line arguments of `bench`, as a `clap` argument set a host binary can embed:
+//!
+//! ```ignore
+//! #[derive(clap::Subcommand)]
+//! enum Command {
+//!     /// Run a benchmark scenario against peerpool and a minimal reference server.
+//!     Bench(peerpool_bench::cli::BenchArgs),
+//! }
+//! // ...
+//! Command::Bench(args) => {
+//!     let report = peerpool_bench::run(args.scenario, args.options()).await?;
+//!     println!("{report}");
+//! }
+//! ```
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::{BenchOptions, Scenario};
+
+/// `<scenario> [options]`; every option defaults to [`BenchOptions::default`].
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// churn, idle, capacity, ping, throughput, or all.
+    #[arg(value_parser = parse_scenario)]
+    pub scenario: Scenario,
+    /// Repetitions of churn, ping and throughput (the median is reported).
+    #[arg(long, value_name = "N")]
+    pub reps: Option<usize>,
+    /// Tokio worker threads of each server process (default: number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub server_threads: Option<usize>,
+    /// Tokio worker threads of the load generator (default: number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub client_threads: Option<usize>,
+    /// Churn: seconds measured per repetition.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Churn: concurrent client connections.
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+    /// Idle and ping: idle peers connected.
+    #[arg(long, value_name = "N")]
+    pub peers: Option<usize>,
+    /// Ping: measured round trips per repetition.
+    #[arg(long, value_name = "N")]
+    pub pings: Option<usize>,
+    /// Churn and throughput: do not pin the server to CPU 0 and the load generator to CPU 1.
+    #[arg(long)]
+    pub no_split_pin: bool,
+    /// Ping: CPU to pin the probe and the server to (default 0).
+    #[arg(long, value_name = "CPU", conflicts_with = "no_pin")]
+    pub pin_cpu: Option<usize>,
+    /// Ping: do not pin the probe and the server to one CPU.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Capacity: peers held at the inbound cap.
+    #[arg(long, value_name = "N")]
+    pub capacity: Option<usize>,
+    /// Capacity: the server's open-file limit.
+    #[arg(long, value_name = "N")]
+    pub nofile: Option<u64>,
+    /// Capacity: over-limit connection attempts per second.
+    #[arg(long, value_name = "N")]
+    pub overlimit_rate: Option<u32>,
+    /// Capacity: skip the out-of-descriptors (EMFILE) phase.
+    #[arg(long)]
+    pub no_emfile: bool,
+    /// Throughput: 61-byte inv messages per repetition.
+    #[arg(long, value_name = "N")]
+    pub small_messages: Option<u64>,
+    /// Throughput: 4 MB messages per repetition.
+    #[arg(long, value_name = "N")]
+    pub large_messages: Option<u64>,
+    /// Throughput: read buffer of the reference receiver in bytes (0: unbuffered).
+    #[arg(long, value_name = "BYTES")]
+    pub reference_buffer: Option<usize>,
+}
+
+fn parse_scenario(s: &str) -> Result<Scenario, String> {
+    s.parse().map_err(|e: anyhow::Error| e.to_string())
+}
+
+impl BenchArgs {
+    /// The options these arguments select.
+    pub fn options(&self) -> BenchOptions {
+        let mut o = BenchOptions::default();
+        macro_rules! set {
+            ($($arg:ident => $field:ident),* $(,)?) => {
+                $(if let Some(v) = self.$arg { o.$field = v; })*
+            };
+        }
+        set!(
+            reps => reps,
+            server_threads => server_threads,
+            client_threads => client_threads,
+            parallel => churn_parallel,
+            peers => idle_peers,
+            pings => pings,
+            capacity => capacity_peers,
+            nofile => capacity_nofile,
+            overlimit_rate => overlimit_rate,
+            small_messages => small_messages,
+            large_messages => large_messages,
+            reference_buffer => reference_read_buffer,
+        );
+        if let Some(secs) = self.duration {
+            o.churn_duration = Duration::from_secs_f64(secs.max(0.1));
+        }
+        if let Some(cpu) = self.pin_cpu {
+            o.ping_cpu = Some(cpu);
+        }
+        if self.no_split_pin {
+            o.churn_cpus = None;
+            o.throughput_cpus = None;
+        }
+        if self.no_pin {
+            o.ping_cpu = None;
+        }
+        if self.no_emfile {
+            o.emfile = false;
+        }
+        o
+    }
+}
