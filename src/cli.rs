@@ -1,17 +1,22 @@
 //! Command-line interface and the `run` subcommand.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use peerpool::core::addr::NetAddr;
 use peerpool::core::peer::{PeerConfig, UserAgent};
-use peerpool::net::Listeners;
+use peerpool::net::discovery::resolve_via_tor;
+use peerpool::net::pool::{self, Pool, DEFAULT_CONNECT_TIMEOUT};
+use peerpool::net::Config;
 use peerpool::wire::chain::ChainParams;
 use peerpool::wire::Network;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::node::{Node, Reporting};
+use crate::config::{parse_whitelist, pick, pick_list, FileConfig};
 
 /// Peer-to-peer connections for Bitcoin-family networks.
 #[derive(Parser, Debug)]
@@ -23,8 +28,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the daemon: listen for peers and keep connections to the given ones.
-    Run(RunArgs),
+    /// Run the daemon: a pool of peers found through DNS seeds, given addresses and address
+    /// relay, kept to its targets.
+    Run(Box<RunArgs>),
     /// Start a small network of nodes on loopback and show them handshake and ping live.
     Demo(crate::demo::DemoArgs),
 }
@@ -32,9 +38,10 @@ enum Command {
 /// Which chain to speak.
 #[derive(Args, Debug, Clone)]
 pub struct ChainArgs {
-    /// Built-in network: mainnet, testnet (testnet3), testnet4, signet or regtest.
-    #[arg(long, default_value = "mainnet", conflicts_with = "chain")]
-    pub network: String,
+    /// Built-in network: mainnet (the default), testnet (testnet3), testnet4, signet or
+    /// regtest.
+    #[arg(long, value_name = "NAME", conflicts_with = "chain")]
+    pub network: Option<String>,
     /// Any other Bitcoin-family chain, described in a TOML file (see examples/litecoin.toml).
     #[arg(long, value_name = "FILE")]
     pub chain: Option<PathBuf>,
@@ -42,43 +49,87 @@ pub struct ChainArgs {
 
 impl ChainArgs {
     pub fn params(&self) -> anyhow::Result<ChainParams> {
-        match &self.chain {
-            Some(path) => Ok(ChainParams::from_file(path)?),
-            None => Ok(self.network.parse::<Network>()?.params()),
-        }
+        chain_params(self.network.as_deref(), self.chain.as_deref())
     }
 }
 
+fn chain_params(network: Option<&str>, chain: Option<&Path>) -> anyhow::Result<ChainParams> {
+    match chain {
+        Some(path) => Ok(ChainParams::from_file(path)?),
+        None => Ok(network.unwrap_or("mainnet").parse::<Network>()?.params()),
+    }
+}
+
+/// `peerpool run`. Every flag also has a key in the `--config` file (see `crate::config`).
 #[derive(Args, Debug)]
 struct RunArgs {
     #[command(flatten)]
     chain: ChainArgs,
-    /// Data directory; logs go to <datadir>/<chain>/debug.log. Default: ~/.peerpool
+    /// TOML file with the same keys as these flags (`max-connections = 40`); flags given here
+    /// override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory: log (<datadir>/<chain>/debug.log), address book (peers.dat) and bans
+    /// (banlist.dat). Default: ~/.peerpool
     #[arg(long, value_name = "DIR")]
     datadir: Option<PathBuf>,
     /// Accept peers on this address (repeatable). Default: all interfaces, the chain's port.
+    /// A specific IP is also advertised to peers, so that they can tell others about us.
     #[arg(long, value_name = "ADDR")]
     listen: Vec<String>,
     /// Do not accept inbound peers.
     #[arg(long, conflicts_with = "listen")]
     no_listen: bool,
-    /// Connect to exactly these peers, redialing with backoff (repeatable). IP, IP:PORT,
-    /// [IPv6]:PORT or HOST:PORT.
+    /// Connect only to these peers, redialing with backoff, and make no automatic
+    /// connections (repeatable). IP, IP:PORT, [IPv6]:PORT, NAME.onion:PORT or HOST:PORT.
     #[arg(long, value_name = "ADDR")]
     connect: Vec<String>,
-    /// Do not query the chain's DNS seeds. peerpool reaches peers only through --connect
-    /// until address discovery is configured, so this is implied today.
+    /// Keep a connection to this peer besides the automatic ones, redialing with backoff
+    /// (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    addnode: Vec<String>,
+    /// Put this address in the address book at start when the book is empty, to be dialed like
+    /// any other: a first contact when there are no DNS seeds (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    seednode: Vec<String>,
+    /// Query the chain's DNS seeds when the address book is empty (the default).
+    #[arg(long, overrides_with = "no_dnsseed")]
+    dnsseed: bool,
+    /// Do not query DNS seeds.
     #[arg(long)]
     no_dnsseed: bool,
+    /// Make every outbound connection through this SOCKS5 proxy (IP:PORT; port 9050 if
+    /// omitted); DNS seeds are then resolved through it too. Needed for .onion peers.
+    #[arg(long, value_name = "ADDR")]
+    proxy: Option<String>,
+    /// Most connections in all (default 125, as Bitcoin Core).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Automatic outbound connections to keep (default 8, as Bitcoin Core).
+    #[arg(long, value_name = "N")]
+    target_outbound: Option<usize>,
+    /// Most inbound peers at once, below what --max-connections leaves for them.
+    #[arg(long, value_name = "N")]
+    max_inbound: Option<usize>,
+    /// Ban score at which a misbehaving peer's address is banned for 24 hours (default 100).
+    #[arg(long, value_name = "SCORE")]
+    ban_threshold: Option<u32>,
+    /// Grant peers from SUBNET permissions, in Bitcoin Core's syntax: [PERMISSIONS@]SUBNET,
+    /// e.g. noban,relay@127.0.0.0/8 (repeatable). Without permissions: noban, relay,
+    /// mempool, download.
+    #[arg(long, value_name = "[PERMS@]SUBNET")]
+    whitelist: Vec<String>,
+    /// Keep loopback and private addresses in the address book and ban misbehaving local
+    /// peers, for test networks on 127.x.y.z. On by itself for regtest.
+    #[arg(long)]
+    allow_local_addresses: bool,
     /// Comment added to the user agent, as in /peerpool:0.1.0(COMMENT)/ (repeatable).
     #[arg(long, value_name = "TEXT")]
     user_agent_comment: Vec<String>,
     /// Log level or filter (error, warn, info, debug, trace; or e.g. "info,peerpool_net=debug").
-    #[arg(long, default_value = "info", value_name = "LEVEL")]
-    log_level: String,
-    /// Most inbound peers at once; further connections are refused.
-    #[arg(long, default_value_t = 114, value_name = "N")]
-    max_inbound: usize,
+    /// Default: info.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
 }
 
 pub fn execute(cli: Cli) -> anyhow::Result<()> {
@@ -88,7 +139,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     match cli.command {
-        Command::Run(args) => runtime.block_on(run(args)),
+        Command::Run(args) => runtime.block_on(run(*args)),
         Command::Demo(args) => runtime.block_on(crate::demo::demo(args)),
     }
 }
@@ -134,9 +185,9 @@ pub async fn resolve(spec: &str, default_port: u16) -> anyhow::Result<SocketAddr
         .with_context(|| format!("address {spec:?} resolved to nothing"))
 }
 
-fn data_dir(args: &RunArgs, chain: &ChainParams) -> anyhow::Result<PathBuf> {
-    let base = match &args.datadir {
-        Some(d) => d.clone(),
+fn data_dir(base: Option<&Path>, chain: &ChainParams) -> anyhow::Result<PathBuf> {
+    let base = match base {
+        Some(d) => d.to_owned(),
         None => {
             let home = std::env::var_os("HOME").context("no --datadir and no $HOME")?;
             PathBuf::from(home).join(".peerpool")
@@ -153,93 +204,270 @@ fn data_dir(args: &RunArgs, chain: &ChainParams) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let chain = args.chain.params()?;
-    let user_agent = user_agent(&args.user_agent_comment)?;
-    let dir = data_dir(&args, &chain)?;
-    crate::logging::init(&args.log_level, Some(&dir.join("debug.log")))?;
+/// A peer address: IP:PORT, [IPv6]:PORT and NAME.onion:PORT as they are, a bare IP with the
+/// chain's port, a host name resolved (through the proxy when there is one).
+async fn peer_addr(
+    spec: &str,
+    default_port: u16,
+    proxy: Option<SocketAddr>,
+) -> anyhow::Result<NetAddr> {
+    if let Ok(a) = spec.parse::<NetAddr>() {
+        if a.port != 0 || a.to_socket().is_none() {
+            return Ok(a);
+        }
+    }
+    if let Some(name) = spec.strip_suffix(".onion") {
+        // An onion name without a port gets the chain's.
+        return format!("{name}.onion:{default_port}")
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{e}"));
+    }
+    if let Some(proxy) = proxy {
+        let (host, port) = match spec.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => (h, p.parse().unwrap_or(default_port)),
+            _ => (spec, default_port),
+        };
+        let ips = resolve_via_tor(proxy, host, DEFAULT_CONNECT_TIMEOUT)
+            .await
+            .with_context(|| format!("resolving {spec:?} through the proxy"))?;
+        let ip = ips
+            .first()
+            .with_context(|| format!("{spec:?} resolved to nothing"))?;
+        return Ok(NetAddr::from_socket(SocketAddr::new(*ip, port)));
+    }
+    Ok(NetAddr::from_socket(resolve(spec, default_port).await?))
+}
 
-    let mut connect = Vec::new();
-    for spec in &args.connect {
-        connect.push(
-            resolve(spec, chain.default_port)
+async fn peer_addrs(
+    specs: Vec<String>,
+    flag: &str,
+    default_port: u16,
+    proxy: Option<SocketAddr>,
+) -> anyhow::Result<Vec<NetAddr>> {
+    let mut out = Vec::new();
+    for spec in &specs {
+        out.push(
+            peer_addr(spec, default_port, proxy)
                 .await
-                .context("--connect")?,
+                .with_context(|| format!("--{flag}"))?,
         );
     }
+    Ok(out)
+}
+
+/// Everything `run` needs, from the flags over the file.
+struct Settings {
+    chain: ChainParams,
+    dir: PathBuf,
+    log_level: String,
+    listen: Vec<SocketAddr>,
+    pool: pool::Config,
+    user_agent: UserAgent,
+    /// The manual peers, for the startup log.
+    manual: Vec<NetAddr>,
+}
+
+async fn settings(args: RunArgs) -> anyhow::Result<Settings> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let chain = if args.chain.chain.is_some() || args.chain.network.is_some() {
+        args.chain.params()?
+    } else {
+        chain_params(file.network.as_deref(), file.chain.as_deref())?
+    };
+    let comments = pick_list(&args.user_agent_comment, &file.user_agent_comment);
+    let user_agent = user_agent(&comments)?;
+    let dir = data_dir(
+        pick(args.datadir.clone(), file.datadir.clone()).as_deref(),
+        &chain,
+    )?;
+    let log_level =
+        pick(args.log_level.clone(), file.log_level.clone()).unwrap_or_else(|| "info".into());
+
+    let proxy = match pick(args.proxy.clone(), file.proxy.clone()) {
+        None => None,
+        Some(p) => Some(match p.parse::<SocketAddr>() {
+            Ok(sa) => sa,
+            Err(_) => SocketAddr::new(
+                p.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<IpAddr>()
+                    .map_err(|_| {
+                        anyhow::anyhow!("--proxy {p:?}: expected IP:PORT (or IP, for port 9050)")
+                    })?,
+                9050,
+            ),
+        }),
+    };
+    let port = chain.default_port;
+    let connect = peer_addrs(
+        pick_list(&args.connect, &file.connect),
+        "connect",
+        port,
+        proxy,
+    )
+    .await?;
+    let addnode = peer_addrs(
+        pick_list(&args.addnode, &file.addnode),
+        "addnode",
+        port,
+        proxy,
+    )
+    .await?;
+    let seednode = peer_addrs(
+        pick_list(&args.seednode, &file.seednode),
+        "seednode",
+        port,
+        proxy,
+    )
+    .await?;
+
+    let no_listen = args.no_listen || (args.listen.is_empty() && file.no_listen == Some(true));
     let mut listen = Vec::new();
-    for spec in &args.listen {
-        listen.push(
-            resolve(spec, chain.default_port)
-                .await
-                .context("--listen")?,
-        );
+    if !no_listen {
+        for spec in pick_list(&args.listen, &file.listen) {
+            listen.push(resolve(&spec, port).await.context("--listen")?);
+        }
+        if listen.is_empty() {
+            listen.push(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port));
+            listen.push(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port));
+        }
     }
-    if listen.is_empty() && !args.no_listen {
-        listen.push(SocketAddr::new(
-            Ipv4Addr::UNSPECIFIED.into(),
-            chain.default_port,
-        ));
-        listen.push(SocketAddr::new(
-            Ipv6Addr::UNSPECIFIED.into(),
-            chain.default_port,
-        ));
-    }
-    if connect.is_empty() && listen.is_empty() {
-        bail!("nothing to do: give --connect ADDR, or let the daemon listen");
+    if connect.is_empty() && addnode.is_empty() && listen.is_empty() && seednode.is_empty() {
+        let dnsseed = !args.no_dnsseed && (args.dnsseed || file.dnsseed != Some(false));
+        if !dnsseed || chain.dns_seeds.is_empty() {
+            bail!("nothing to do: give --connect, --addnode or --seednode ADDR, or let the daemon listen");
+        }
     }
 
-    let mut peer = PeerConfig::new(chain.clone());
-    peer.user_agent = user_agent;
-    let mut node = Node::new("node", peer, Listeners::new(), Reporting::Log);
-    node.max_inbound = args.max_inbound;
+    let mut pool = pool::Config::default();
+    let allow_local = args.allow_local_addresses
+        || file.allow_local_addresses == Some(true)
+        || chain.name == "regtest";
+    if allow_local {
+        pool = pool.allow_local_addresses();
+    }
+    let connman = &mut pool.machine.connman;
+    if let Some(n) = pick(args.max_connections, file.max_connections) {
+        connman.max_connections = n;
+    }
+    if let Some(n) = pick(args.target_outbound, file.target_outbound) {
+        connman.target_outbound = n;
+    }
+    if connman.target_outbound > connman.max_connections {
+        bail!(
+            "--target-outbound {} exceeds --max-connections {}",
+            connman.target_outbound,
+            connman.max_connections
+        );
+    }
+    if !connect.is_empty() {
+        connman.connect_only = true;
+    }
+    if let Some(t) = pick(args.ban_threshold, file.ban_threshold) {
+        if t == 0 {
+            bail!("--ban-threshold must be at least 1");
+        }
+        pool.machine.banman.threshold = t;
+        pool.machine.banman.warning = pool.machine.banman.warning.min(t);
+    }
+    for spec in pick_list(&args.whitelist, &file.whitelist) {
+        pool.machine.whitelist.push(parse_whitelist(&spec)?);
+    }
+    pool.dns_seed = if args.no_dnsseed {
+        false
+    } else if args.dnsseed {
+        true
+    } else {
+        file.dnsseed.unwrap_or(true)
+    };
+    pool.proxy = proxy;
+    pool.max_inbound = pick(args.max_inbound, file.max_inbound);
+    pool.data_dir = Some(dir.clone());
+    let mut manual = connect;
+    manual.extend(addnode);
+    pool.add_nodes = manual.clone();
+    pool.seeds = seednode;
+    Ok(Settings {
+        chain,
+        dir,
+        log_level,
+        listen,
+        pool,
+        user_agent,
+        manual,
+    })
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let signal = wait_for_signal();
+    let s = settings(args).await?;
+    crate::logging::init(&s.log_level, Some(&s.dir.join("debug.log")))?;
+    let mut peer = PeerConfig::new(s.chain.clone());
+    peer.user_agent = s.user_agent;
     info!(
-        chain = %chain.name,
-        user_agent = %node.config.peer.user_agent,
-        datadir = %dir.display(),
+        chain = %s.chain.name,
+        user_agent = %peer.user_agent,
+        datadir = %s.dir.display(),
         "peerpool {} starting",
         env!("CARGO_PKG_VERSION")
     );
-    for addr in listen {
-        match node.listen(addr).await {
-            Ok(bound) => info!("listening on {bound}"),
+    let mut listeners = Vec::new();
+    for addr in &s.listen {
+        match TcpListener::bind(addr).await {
+            Ok(l) => listeners.push(l),
             // Dual-stack hosts refuse [::] after 0.0.0.0 took the port; one is enough.
-            Err(e) if addr.ip().is_unspecified() && !node.listening.is_empty() => {
-                tracing::debug!("{e:#}")
+            Err(e) if addr.ip().is_unspecified() && !listeners.is_empty() => {
+                tracing::debug!("binding P2P listener on {addr}: {e}")
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e).with_context(|| format!("binding P2P listener on {addr}")),
         }
     }
-    for addr in connect {
-        info!("connecting to {addr}");
-        node.connect(addr);
+    let shutdown = CancellationToken::new();
+    let pool = Pool::start(s.pool, Config::from_peer_config(peer), listeners, shutdown).await;
+    for bound in pool.listening() {
+        info!("listening on {bound}");
     }
-    wait_for_signal().await;
+    for addr in &s.manual {
+        info!("connecting to {addr}");
+    }
+    signal.await;
     info!("shutting down");
-    node.stop().await;
+    pool.stop().await;
     info!("stopped");
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn wait_for_signal() {
+/// A future that resolves on Ctrl-C or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled, so a signal arriving in between (while the
+/// daemon is still starting) stops it cleanly instead of killing it.
+pub fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            };
+            tokio::select! {
+                () = wait(term) => {}
+                () = wait(int) => {}
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -16,7 +16,7 @@ use peerpool::core::peer::PeerConfig;
 use peerpool::net::{clock, HandshakeState, Listeners, StatsSnapshot};
 
 use crate::cli::{user_agent, wait_for_signal, ChainArgs};
-use crate::node::{Node, Reporting};
+use crate::node::Node;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -43,7 +43,7 @@ struct DemoNode {
 
 pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     crate::logging::init(&args.log_level, None)?;
-    let chain = if args.chain.chain.is_none() && args.chain.network == "mainnet" {
+    let chain = if args.chain.chain.is_none() && args.chain.network.is_none() {
         // The demo's network is local; regtest unless a chain was asked for explicitly.
         peerpool::wire::Network::Regtest.params()
     } else {
@@ -62,7 +62,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         let listeners = Listeners::new().on_inv(move |_, list| {
             counter.fetch_add(list.len() as u64, Ordering::Relaxed);
         });
-        let mut node = Node::new(&format!("node{i}"), cfg, listeners, Reporting::Quiet);
+        let mut node = Node::new(&format!("node{i}"), cfg, listeners);
         let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + (i % 240) as u8));
         node.dial_from = Some(SocketAddr::new(ip, 0));
         node.listen(SocketAddr::new(ip, 0))

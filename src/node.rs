@@ -1,5 +1,6 @@
-//! One node of the daemon (or of the demo): listeners, kept-up outbound connections, and the
-//! set of live peers.
+//! One node of the demo: listeners, kept-up outbound connections to fixed peers, and the set
+//! of live peers, without a pool's policy (the demo draws its own topology). The daemon runs
+//! a [`peerpool::net::Pool`] instead.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use peerpool::net::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn, Instrument};
+use tracing::{warn, Instrument};
 
 /// Time allowed for a TCP connect. Bitcoin Core: `DEFAULT_CONNECT_TIMEOUT` (5 s).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,16 +24,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Live peers of a node, by id.
 pub type Registry = Arc<Mutex<BTreeMap<PeerId, Peer>>>;
 
-/// How a node reports what happens to its peers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reporting {
-    /// Joins, leaves and pings at `info`.
-    Log,
-    /// Only at `debug` (the demo draws a table instead).
-    Quiet,
-}
-
-/// A node: what `peerpool run` runs, and what the demo runs several of.
+/// A node of the demo.
 pub struct Node {
     pub name: String,
     pub config: Arc<Config>,
@@ -47,40 +39,21 @@ pub struct Node {
 
 impl Node {
     /// A node with the given protocol settings; `listeners` are kept and joined by the node's
-    /// own bookkeeping (registry, logs).
-    pub fn new(name: &str, peer: PeerConfig, listeners: Listeners, reporting: Reporting) -> Node {
+    /// own bookkeeping (registry, debug logs: the demo draws a table instead).
+    pub fn new(name: &str, peer: PeerConfig, listeners: Listeners) -> Node {
         let peers: Registry = Arc::default();
         let left = Arc::clone(&peers);
         let listeners = listeners
-            .on_handshake(move |p, v| match reporting {
-                Reporting::Log => info!(
-                    peer = %p.id(),
-                    addr = ?p.addr(),
-                    direction = %p.direction(),
-                    user_agent = %v.user_agent,
-                    version = v.version,
-                    height = v.start_height,
-                    "peer joined"
-                ),
-                Reporting::Quiet => tracing::debug!(peer = %p.id(), "peer joined"),
+            .on_handshake(move |p, v| {
+                tracing::debug!(peer = %p.id(), user_agent = %v.user_agent, "peer joined")
             })
             .on_disconnect(move |p, reason| {
                 left.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&p.id());
-                match reporting {
-                    Reporting::Log => {
-                        info!(peer = %p.id(), addr = ?p.addr(), %reason, "peer left")
-                    }
-                    Reporting::Quiet => tracing::debug!(peer = %p.id(), %reason, "peer left"),
-                }
+                tracing::debug!(peer = %p.id(), %reason, "peer left");
             })
-            .on_ping_rtt(move |p, rtt| match reporting {
-                Reporting::Log => {
-                    info!(peer = %p.id(), rtt_ms = rtt as f64 / 1000.0, "ping")
-                }
-                Reporting::Quiet => tracing::debug!(peer = %p.id(), rtt, "ping"),
-            });
+            .on_ping_rtt(move |p, rtt| tracing::debug!(peer = %p.id(), rtt, "ping"));
         let config = Arc::new(Config::from_peer_config(peer).with_listeners(listeners));
         Node {
             name: name.to_owned(),

@@ -1,14 +1,11 @@
 //! The `peerpool` binary, driven as an operator drives it.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod daemon;
 
-fn peerpool() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_peerpool"))
-}
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use daemon::{peerpool, tempdir as named_tempdir, Daemon, RawClient};
 
 fn run_to_end(args: &[&str]) -> Output {
     peerpool()
@@ -16,79 +13,6 @@ fn run_to_end(args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("spawning peerpool")
-}
-
-/// A daemon whose stderr lines are collected as they come.
-struct Daemon {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Daemon {
-    fn start(args: &[&str]) -> Daemon {
-        let mut child = peerpool()
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning peerpool run");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Daemon {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a line containing every one of `needles`; returns it.
-    fn expect(&mut self, needles: &[&str], within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if needles.iter().all(|n| line.contains(n)) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no line with {needles:?} within {within:?}; output so far:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for daemon") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "daemon ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn listening_port(line: &str) -> u16 {
@@ -190,6 +114,61 @@ fn bad_flags_and_config_fail_clearly() {
             "nothing to do",
         ),
         (&["demo", "--nodes", "1"], 2, "--nodes"),
+        (
+            &[
+                "run",
+                "--network",
+                "regtest",
+                "--whitelist",
+                "nobna@127.0.0.0/8",
+            ],
+            1,
+            "unknown permission \"nobna\"",
+        ),
+        (
+            &[
+                "run",
+                "--network",
+                "regtest",
+                "--whitelist",
+                "noban@1.2.3.4/99",
+            ],
+            1,
+            "--whitelist",
+        ),
+        (
+            &[
+                "run",
+                "--network",
+                "regtest",
+                "--target-outbound",
+                "9",
+                "--max-connections",
+                "4",
+            ],
+            1,
+            "exceeds --max-connections",
+        ),
+        (
+            &["run", "--network", "regtest", "--proxy", "localhost:x"],
+            1,
+            "--proxy",
+        ),
+        (
+            &["run", "--network", "regtest", "--max-connections", "many"],
+            2,
+            "--max-connections",
+        ),
+        (
+            &["run", "--network", "regtest", "--addnode", "300.1.1.1:5"],
+            1,
+            "--addnode",
+        ),
+        (
+            &["run", "--config", "/nonexistent/peerpool.toml"],
+            1,
+            "reading config file",
+        ),
     ];
     let dir = tempdir();
     for (args, code, needle) in cases {
@@ -208,6 +187,170 @@ fn bad_flags_and_config_fail_clearly() {
 }
 
 #[test]
+fn bad_config_files_fail_clearly() {
+    let dir = tempdir();
+    let cases: &[(&str, &str)] = &[
+        ("max-conections = 3\n", "unknown field `max-conections`"),
+        ("max-connections = \"many\"\n", "invalid type"),
+        (
+            "network = \"regtest\"\nchain = \"x.toml\"\n",
+            "cannot both be set",
+        ),
+        (
+            "network = \"regtest\"\nwhitelist = [\"noban@zz\"]\n",
+            "--whitelist",
+        ),
+        ("network = \"moonnet\"\n", "unknown network"),
+        ("this is not toml", "config file"),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let path = dir.join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = run_to_end(&[
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--datadir",
+            dir.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{text:?}: expected {needle:?} in {stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_config_file_sets_every_key_and_flags_override_it() {
+    let dir = tempdir();
+    let config = dir.join("peerpool.toml");
+    std::fs::write(
+        &config,
+        r#"
+network = "regtest"
+datadir = "data"
+listen = ["127.0.53.1:0"]
+user-agent-comment = ["from-file"]
+dnsseed = false
+max-connections = 20
+target-outbound = 2
+ban-threshold = 50
+whitelist = ["noban,relay@127.0.53.0/24"]
+allow-local-addresses = true
+log-level = "info"
+"#,
+    )
+    .unwrap();
+    let mut d = Daemon::start(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--user-agent-comment",
+        "from-cli",
+    ]);
+    let within = Duration::from_secs(20);
+    let start = d.expect(&["starting"], within);
+    assert!(start.contains("chain=regtest"), "{start}");
+    assert!(
+        start.contains("(from-cli)"),
+        "the flag overrides the file: {start}"
+    );
+    let bound = d.listening(within);
+    assert_eq!(bound.ip().to_string(), "127.0.53.1");
+    assert!(d.terminate().success());
+    // The relative datadir is the config file's neighbour.
+    assert!(dir.join("data").join("regtest").join("debug.log").exists());
+    assert!(dir.join("data").join("regtest").join("peers.dat").exists());
+}
+
+#[test]
+fn daemons_find_each_other_and_keep_their_book_and_bans_across_restarts() {
+    let within = Duration::from_secs(30);
+    let dirs: Vec<_> = (0..4).map(|_| tempdir()).collect();
+    let common = |i: usize| -> Vec<String> {
+        [
+            "run",
+            "--network",
+            "regtest",
+            "--datadir",
+            dirs[i].to_str().unwrap(),
+            "--target-outbound",
+            "2",
+            "--ban-threshold",
+            "30",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let start = |v: Vec<String>| Daemon::start(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut a_args = common(0);
+    a_args.extend(["--listen".into(), "127.0.54.1:0".into()]);
+    let mut a = start(a_args);
+    let a_addr = a.listening(within);
+    // Each daemon is told of the ones started before it (A of none): B knows only A, and
+    // learns C when C dials it and advertises itself.
+    let mut others = Vec::new();
+    let mut known = vec![a_addr];
+    for i in 1..4 {
+        let mut v = common(i);
+        v.extend(["--listen".into(), format!("127.0.54.{}:0", i + 1)]);
+        for k in &known {
+            v.extend(["--seednode".into(), k.to_string()]);
+        }
+        let mut d = start(v);
+        known.push(d.listening(within));
+        others.push(d);
+    }
+    // Every daemon, A included (it learns the others from their self-advertisements), makes
+    // its two automatic outbound connections.
+    for d in others.iter_mut().chain(std::iter::once(&mut a)) {
+        d.expect(&["peer joined", "outbound-full-relay"], within);
+        d.expect(&["peer joined", "outbound-full-relay"], within);
+    }
+
+    // A misbehaving client is banned by A.
+    let mut raw = RawClient::connect("127.0.54.9".parse().unwrap(), a_addr).unwrap();
+    raw.handshake();
+    a.expect(&["peer joined", "127.0.54.9"], within);
+    // Four undecodable `inv`s at 10 points each: past 30 even if a second ticks over between
+    // them and the score decays a little.
+    for _ in 0..4 {
+        raw.send_frame("inv", &[0xfd, 0xff]);
+    }
+    a.expect(&["banned", "127.0.54.9/32"], within);
+    raw.read_to_close();
+
+    // A restarts on the same address with neither seed nor peer given: its book and its ban
+    // come back from the data directory.
+    assert!(a.terminate().success());
+    let mut a_args = common(0);
+    a_args.extend(["--listen".into(), a_addr.to_string()]);
+    let mut a = start(a_args);
+    a.expect(&["loaded 1 bans"], within);
+    a.expect(&["peer joined", "outbound-full-relay"], within);
+    a.expect(&["peer joined", "outbound-full-relay"], within);
+    let loaded = a
+        .seen
+        .iter()
+        .find(|l| l.contains("addresses from"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(loaded.contains("loaded"), "{:?}", a.seen);
+    let mut raw = RawClient::connect("127.0.54.9".parse().unwrap(), a_addr).unwrap();
+    assert!(
+        raw.read_to_close().is_empty(),
+        "a banned address is closed at once"
+    );
+    assert!(a.terminate().success());
+    for mut d in others {
+        assert!(d.terminate().success());
+    }
+}
+
+#[test]
 fn chain_file_is_used_for_the_handshake_magic() {
     let dir = tempdir();
     let mut d = Daemon::start(&[
@@ -218,6 +361,7 @@ fn chain_file_is_used_for_the_handshake_magic() {
         dir.to_str().unwrap(),
         "--listen",
         "127.0.0.1:0",
+        "--no-dnsseed",
     ]);
     d.expect(&["chain=litecoin"], Duration::from_secs(20));
     let line = d.expect(&["listening on"], Duration::from_secs(20));
@@ -303,14 +447,6 @@ fn two_daemons_connect_ping_and_redial_after_restart() {
     );
 }
 
-/// A fresh directory under the target directory, removed by nobody: small, and useful when a
-/// test fails.
 fn tempdir() -> std::path::PathBuf {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let dir = base.join(format!("cli-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    named_tempdir("cli")
 }

@@ -13,6 +13,7 @@
 //! event still held. Publishing never blocks.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bitcoin::p2p::message::NetworkMessage;
@@ -105,6 +106,10 @@ struct Inner {
     capacity: usize,
     lifecycle: broadcast::Sender<PoolEvent>,
     messages: Mutex<Vec<Option<broadcast::Sender<PeerMessage>>>>,
+    /// Per kind: may have a subscriber. Set on subscription, cleared by `wants` once the last
+    /// subscriber is gone, so that asking about a kind nobody follows (every frame a peer
+    /// reads) takes no lock.
+    maybe_wanted: Vec<AtomicBool>,
 }
 
 impl Default for EventBus {
@@ -123,6 +128,9 @@ impl EventBus {
                 capacity,
                 lifecycle,
                 messages: Mutex::new(vec![None; MessageKind::COUNT]),
+                maybe_wanted: (0..MessageKind::COUNT)
+                    .map(|_| AtomicBool::new(false))
+                    .collect(),
             }),
         }
     }
@@ -142,6 +150,7 @@ impl EventBus {
             let slot = &mut channels[*kind as usize];
             let tx = slot.get_or_insert_with(|| broadcast::channel(self.inner.capacity).0);
             streams.insert(*kind as usize, BroadcastStream::new(tx.subscribe()));
+            self.inner.maybe_wanted[*kind as usize].store(true, Ordering::Release);
         }
         MessageSubscription { streams }
     }
@@ -153,9 +162,19 @@ impl EventBus {
 
     /// Whether messages of `kind` have a subscriber (so are worth decoding and publishing).
     pub fn wants(&self, kind: MessageKind) -> bool {
-        self.lock()[kind as usize]
+        let flag = &self.inner.maybe_wanted[kind as usize];
+        if !flag.load(Ordering::Acquire) {
+            return false;
+        }
+        let channels = self.lock();
+        let wanted = channels[kind as usize]
             .as_ref()
-            .is_some_and(|tx| tx.receiver_count() > 0)
+            .is_some_and(|tx| tx.receiver_count() > 0);
+        if !wanted {
+            // Under the lock, so a subscription being made cannot be missed.
+            flag.store(false, Ordering::Release);
+        }
+        wanted
     }
 
     /// Publishes a received message to the subscribers of its kind.

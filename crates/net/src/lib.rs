@@ -7,6 +7,11 @@
 //! caller makes the TCP connection (directly, through a proxy, however it likes) and hands it
 //! over with [`Peer::associate_connection`]; [`dial`] and [`accept_loop`] cover the common cases.
 //!
+//! For many connections under one policy (outbound targets, address book, bans, eviction) start
+//! at [`pool`]: a [`Pool`] is one driver task around the sans-IO
+//! [`PoolMachine`](peerpool_core::pool::PoolMachine), commanded through a [`PoolHandle`] and
+//! observed through its [`bus::EventBus`].
+//!
 //! ```no_run
 //! # async fn example() -> std::io::Result<()> {
 //! use std::sync::Arc;
@@ -42,6 +47,7 @@ pub mod discovery;
 mod listeners;
 mod peer;
 pub mod persist;
+pub mod pool;
 
 pub use accept::{accept_loop, dial, dial_from, AcceptLimits};
 pub use config::{Config, NewestBlock};
@@ -50,3 +56,4 @@ pub use peer::Peer;
 pub use peerpool_core::peer::{
     Direction, DisconnectReason, HandshakeState, PeerId, StatsSnapshot, UserAgent,
 };
+pub use pool::{Pool, PoolHandle};

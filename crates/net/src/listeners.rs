@@ -3,7 +3,9 @@
 //! Callbacks run on the peer's own task, one after another, without any lock held, so a
 //! callback may call back into the [`Peer`] (queue a reply, disconnect). A callback that blocks
 //! stalls only its own peer. A message is decoded only if some listener wants its kind (or the
-//! peer machine needs it), so unsubscribed kinds cost nothing beyond framing.
+//! peer machine needs it), so unsubscribed kinds cost nothing beyond framing. Which kinds are
+//! wanted may also change while peers run ([`Listeners::on_message_when`]), for subscribers
+//! that come and go.
 
 use std::sync::Arc;
 
@@ -26,12 +28,15 @@ type VersionFn = Arc<dyn Fn(&Peer, &VersionMessage) + Send + Sync>;
 type DisconnectFn = Arc<dyn Fn(&Peer, &DisconnectReason) + Send + Sync>;
 type MisbehaviourFn = Arc<dyn Fn(&Peer, &Misbehaviour, u32) + Send + Sync>;
 type PingFn = Arc<dyn Fn(&Peer, u64) + Send + Sync>;
+type KindFilter = Arc<dyn Fn(MessageKind) -> bool + Send + Sync>;
 
 /// The set of callbacks invoked for a peer's traffic.
 #[derive(Clone)]
 pub struct Listeners {
     by_kind: Vec<Vec<MessageFn>>,
     any: Vec<MessageFn>,
+    /// Callbacks whose kinds are decided per message by their filter.
+    filtered: Vec<(KindFilter, MessageFn)>,
     pub(crate) on_read: Option<BytesFn>,
     pub(crate) on_write: Option<BytesFn>,
     pub(crate) on_handshake: Vec<VersionFn>,
@@ -62,6 +67,7 @@ impl Listeners {
         Listeners {
             by_kind: vec![Vec::new(); MessageKind::COUNT],
             any: Vec::new(),
+            filtered: Vec::new(),
             on_read: None,
             on_write: None,
             on_handshake: Vec::new(),
@@ -91,6 +97,19 @@ impl Listeners {
     ) -> Listeners {
         self.any.push(Arc::new(f));
         self.wanted = [true; MessageKind::COUNT];
+        self
+    }
+
+    /// Calls `f` for every received message whose kind `filter` accepts at the moment the
+    /// message arrives. The filter is asked again for each message, so the set of kinds may
+    /// change while peers run (an event bus whose subscribers come and go); a kind no filter
+    /// or other listener wants is not decoded. Keep the filter cheap: it runs for every frame.
+    pub fn on_message_when(
+        mut self,
+        filter: impl Fn(MessageKind) -> bool + Send + Sync + 'static,
+        f: impl Fn(&Peer, &NetworkMessage) + Send + Sync + 'static,
+    ) -> Listeners {
+        self.filtered.push((Arc::new(filter), Arc::new(f)));
         self
     }
 
@@ -205,7 +224,7 @@ impl Listeners {
 
     /// Whether some listener wants messages of `kind` decoded.
     pub fn wants(&self, kind: MessageKind) -> bool {
-        self.wanted[kind as usize]
+        self.wanted[kind as usize] || self.filtered.iter().any(|(wants, _)| wants(kind))
     }
 
     /// Invokes the listeners for one received message.
@@ -217,6 +236,11 @@ impl Listeners {
         }
         for f in &self.any {
             f(peer, msg);
+        }
+        for (wants, f) in &self.filtered {
+            if wants(kind) {
+                f(peer, msg);
+            }
         }
     }
 }

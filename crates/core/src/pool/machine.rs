@@ -8,7 +8,10 @@
 //! - **address relay**: addresses a peer sends go into the book with that peer as source, rate
 //!   limited per peer as Bitcoin Core does (a bucket of 1,000 tokens refilled at 0.1 per
 //!   second, with 1,000 extra after we ask with `getaddr`); small fresh announcements (at most
-//!   10 entries, seen within 10 minutes) are relayed on to two other peers;
+//!   10 entries, seen within 10 minutes) are relayed on to two other peers, each address at
+//!   most once per 10 minutes, so that an announcement spreads once through the network
+//!   instead of bouncing between nodes until it goes stale (Bitcoin Core gets the same effect
+//!   from its per-peer known-address filters);
 //! - **getaddr**: asked of every outbound peer after its handshake; answered once per inbound
 //!   peer with a random sample of the book (at most 1,000 entries, 23 %);
 //! - **self-advertisement**: our listening addresses ([`Config::advertise`]) are announced to
@@ -19,7 +22,7 @@
 //! - **whitelist**: peers from whitelisted subnets get the permissions listed (`noban`: never
 //!   banned, never evicted, exempt from the per-group inbound limit).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use bitcoin::p2p::address::AddrV2Message;
@@ -47,6 +50,9 @@ pub const MAX_RELAYED_ANNOUNCEMENT: usize = 10;
 pub const RELAY_FRESHNESS: Duration = Duration::from_secs(600);
 /// Peers an announcement is relayed to. Bitcoin Core: 2 for reachable networks.
 pub const RELAY_FANOUT: usize = 2;
+/// Most addresses remembered as recently relayed; past it the oldest are forgotten (and could
+/// be relayed once more). Bitcoin Core's per-peer known-address filter holds 5,000.
+pub const MAX_RECENTLY_RELAYED: usize = 10_000;
 /// Penalty on the last-seen time of addresses heard from a third party. Bitcoin Core: 2 hours.
 pub const ADDR_TIME_PENALTY: Duration = Duration::from_secs(2 * 3600);
 
@@ -242,6 +248,9 @@ pub struct PoolMachine {
     peers: BTreeMap<PeerId, PeerState>,
     /// Outbound requests waiting for their dial, with the address.
     dialing: BTreeMap<ReqId, NetAddr>,
+    /// Addresses relayed within [`RELAY_FRESHNESS`], oldest first, and the same as a set.
+    relayed: VecDeque<(Time, NetAddr)>,
+    relayed_set: BTreeSet<NetAddr>,
     outputs: VecDeque<Output>,
 }
 
@@ -272,6 +281,8 @@ impl PoolMachine {
             config,
             peers: BTreeMap::new(),
             dialing: BTreeMap::new(),
+            relayed: VecDeque::new(),
+            relayed_set: BTreeSet::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -331,10 +342,12 @@ impl PoolMachine {
         }
         let reachable = self.reachable();
         let (addrman, banman, rng) = (&mut self.addrman, &self.banman, &mut self.rng);
+        let ours = &self.config.advertise;
         let mut pick = |what: Pick| {
             for _ in 0..4 {
                 let (addr, _) = addrman.select(what == Pick::Feeler, &reachable, rng, now)?;
-                if !banman.is_banned(&addr, now) {
+                // Our own address comes back through gossip; dialing it only finds ourselves.
+                if !banman.is_banned(&addr, now) && !ours.contains(&addr) {
                     return Some(addr);
                 }
             }
@@ -467,6 +480,7 @@ impl PoolMachine {
     /// Addresses received from a peer (`addr` or `addrv2`, converted).
     pub fn handle_addrs(&mut self, now: Time, peer: PeerId, addrs: &[AddrV2Message]) {
         let reachable = self.reachable();
+        self.forget_relayed(now);
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -505,7 +519,11 @@ impl PoolMachine {
             let seen = Time::from_secs(u64::from(a.time));
             accepted.push((na, a.services, seen));
             let fresh = seen + RELAY_FRESHNESS >= now && seen <= now + RELAY_FRESHNESS;
-            if !answer && addrs.len() <= MAX_RELAYED_ANNOUNCEMENT && fresh {
+            if !answer
+                && addrs.len() <= MAX_RELAYED_ANNOUNCEMENT
+                && fresh
+                && !self.relayed_set.contains(&na)
+            {
                 relay.push(a.clone());
             }
         }
@@ -518,6 +536,13 @@ impl PoolMachine {
             .partition(|(a, _, _)| a.host == source.host);
         self.addrman.add(&own, source, Duration::ZERO, now);
         self.addrman.add(&other, source, ADDR_TIME_PENALTY, now);
+        for a in &relay {
+            if let Some(na) = NetAddr::from_addrv2(&a.addr, a.port) {
+                if self.relayed_set.insert(na) {
+                    self.relayed.push_back((now, na));
+                }
+            }
+        }
         if !relay.is_empty() {
             let others: Vec<PeerId> = self
                 .peers
@@ -714,6 +739,18 @@ impl PoolMachine {
         perms.sort();
         perms.dedup();
         perms
+    }
+
+    /// Forgets relays older than [`RELAY_FRESHNESS`] and the oldest beyond
+    /// [`MAX_RECENTLY_RELAYED`].
+    fn forget_relayed(&mut self, now: Time) {
+        while let Some((at, addr)) = self.relayed.front().copied() {
+            if at + RELAY_FRESHNESS > now && self.relayed.len() < MAX_RECENTLY_RELAYED {
+                break;
+            }
+            self.relayed.pop_front();
+            self.relayed_set.remove(&addr);
+        }
     }
 
     fn disconnect_banned(&mut self, now: Time) {

@@ -141,6 +141,49 @@ fn small_fresh_announcements_are_relayed_to_two_peers_answers_are_not() {
 }
 
 #[test]
+fn an_address_is_relayed_once_per_freshness_window() {
+    let mut p = pool(local_config());
+    for i in 0..4 {
+        p.handle_inbound(T0, PeerId(i), a(&format!("127.0.{i}.5:5000")))
+            .unwrap();
+        p.handle_handshake(T0, PeerId(i), ServiceFlags::NETWORK);
+    }
+    drain(&mut p);
+    let relays = |p: &mut PoolMachine| {
+        drain(p)
+            .into_iter()
+            .filter(|o| matches!(o, Output::SendAddrs { .. }))
+            .count()
+    };
+    let fresh = v2(a("127.0.50.1:18444"), T0);
+    p.handle_addrs(T0, PeerId(0), std::slice::from_ref(&fresh));
+    assert_eq!(relays(&mut p), RELAY_FANOUT);
+    // The same news coming back from another peer goes no further: no endless echo.
+    p.handle_addrs(T0, PeerId(1), std::slice::from_ref(&fresh));
+    assert_eq!(relays(&mut p), 0);
+    // A fresh announcement after the window is news again.
+    let later = T0 + RELAY_FRESHNESS + Duration::from_secs(1);
+    p.handle_addrs(later, PeerId(2), &[v2(a("127.0.50.1:18444"), later)]);
+    assert_eq!(relays(&mut p), RELAY_FANOUT);
+}
+
+#[test]
+fn our_own_advertised_address_is_never_dialed() {
+    let mut config = local_config();
+    let me = a("127.0.9.9:18444");
+    config.advertise = vec![me];
+    let mut p = pool(config);
+    p.add_addresses(T0, &[(me, ServiceFlags::NETWORK, T0)], a("127.0.0.1:1"));
+    p.handle_timeout(T0);
+    assert!(
+        !drain(&mut p)
+            .iter()
+            .any(|o| matches!(o, Output::Dial { .. })),
+        "dialing ourselves"
+    );
+}
+
+#[test]
 fn addresses_are_rate_limited_per_peer() {
     let mut p = pool(local_config());
     p.handle_inbound(T0, PeerId(1), a("127.0.0.5:5000"))

@@ -1,0 +1,126 @@
+//! The pool's files: the address book and the ban list, through [`crate::persist`].
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use peerpool_core::pool::addrman::{self, AddrMan};
+use peerpool_core::pool::banman::BanList;
+use tracing::{error, info};
+
+use crate::persist;
+
+/// File name of the address book in the data directory (Bitcoin Core's name).
+pub const PEERS_FILE: &str = "peers.dat";
+/// File name of the ban list in the data directory (Bitcoin Core's name).
+pub const BANS_FILE: &str = "banlist.dat";
+
+/// Snapshot kind tags (see [`persist`]).
+const PEERS_KIND: &str = "peers";
+const BANS_KIND: &str = "banlist";
+
+/// Where the pool keeps its state.
+#[derive(Clone, Debug)]
+pub(crate) struct Store {
+    dir: PathBuf,
+    peers: PathBuf,
+    bans: PathBuf,
+}
+
+/// The serialized state, taken from the machine by the driver and written elsewhere.
+pub(crate) struct Snapshot {
+    pub(crate) peers: Vec<u8>,
+    pub(crate) bans: Vec<u8>,
+}
+
+impl Store {
+    pub(crate) fn new(dir: &Path) -> Store {
+        Store {
+            dir: dir.to_owned(),
+            peers: dir.join(PEERS_FILE),
+            bans: dir.join(BANS_FILE),
+        }
+    }
+
+    /// The data directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Loads what there is. A file that cannot be trusted is reported, set aside and
+    /// replaced by empty state; nothing here stops a start.
+    pub(crate) fn load(
+        &self,
+        config: &addrman::Config,
+        rng_seed: u64,
+    ) -> (Option<AddrMan>, Option<BanList>) {
+        let book = read(&self.peers, PEERS_KIND, "address book").and_then(|bytes| {
+            let rng = fastrand::Rng::with_seed(rng_seed);
+            match AddrMan::deserialize_with(&bytes, config.clone(), rng) {
+                Ok(book) => {
+                    info!(
+                        "loaded {} addresses from {}",
+                        book.size(),
+                        self.peers.display()
+                    );
+                    Some(book)
+                }
+                Err(e) => {
+                    refused(&self.peers, "address book", &e);
+                    None
+                }
+            }
+        });
+        let bans =
+            read(&self.bans, BANS_KIND, "ban list").and_then(|bytes| {
+                match BanList::decode(&bytes) {
+                    Ok(bans) => {
+                        info!("loaded {} bans from {}", bans.len(), self.bans.display());
+                        Some(bans)
+                    }
+                    Err(e) => {
+                        refused(&self.bans, "ban list", &e);
+                        None
+                    }
+                }
+            });
+        (book, bans)
+    }
+
+    /// Writes both files, each atomically (see [`persist::save`]).
+    pub(crate) fn save(&self, snapshot: &Snapshot) -> io::Result<()> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| {
+            io::Error::new(e.kind(), format!("creating {}: {e}", self.dir.display()))
+        })?;
+        persist::save(&self.peers, PEERS_KIND, &snapshot.peers).map_err(|e| {
+            io::Error::new(e.kind(), format!("saving {}: {e}", self.peers.display()))
+        })?;
+        persist::save(&self.bans, BANS_KIND, &snapshot.bans)
+            .map_err(|e| io::Error::new(e.kind(), format!("saving {}: {e}", self.bans.display())))
+    }
+}
+
+/// The payload of a snapshot file, or `None` (first start, or a damaged file, reported).
+fn read(path: &Path, kind: &str, what: &str) -> Option<Vec<u8>> {
+    match persist::load(path, kind) {
+        Ok(found) => found,
+        Err(e) => {
+            error!("{what} not loaded, starting without it: {e}");
+            None
+        }
+    }
+}
+
+/// A file whose checksum held but whose content its decoder refused: set it aside too.
+fn refused(path: &Path, what: &str, problem: &dyn std::fmt::Display) {
+    match persist::move_aside(path) {
+        Ok(to) => error!(
+            "{what} {} not loaded, starting without it: {problem}; moved aside to {}",
+            path.display(),
+            to.display()
+        ),
+        Err(e) => error!(
+            "{what} {} not loaded, starting without it: {problem}; could not move it aside: {e}",
+            path.display()
+        ),
+    }
+}
