@@ -33,6 +33,9 @@ enum Command {
     Run(Box<RunArgs>),
     /// Start a small network of nodes on loopback and show them handshake and ping live.
     Demo(crate::demo::DemoArgs),
+    /// Measure peerpool against minimal reference implementations, on loopback (see
+    /// BENCHMARKS.md). Exits with status 1 when a target is missed.
+    Bench(peerpool_bench::cli::BenchArgs),
 }
 
 /// Which chain to speak.
@@ -141,6 +144,15 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => runtime.block_on(run(*args)),
         Command::Demo(args) => runtime.block_on(crate::demo::demo(args)),
+        Command::Bench(args) => {
+            crate::logging::init("info", None)?;
+            let report = runtime.block_on(peerpool_bench::run(args.scenario, args.options()))?;
+            println!("{report}");
+            if !report.passed() {
+                anyhow::bail!("a benchmark target was missed");
+            }
+            Ok(())
+        }
     }
 }
 

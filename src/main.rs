@@ -11,6 +11,9 @@ mod node;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // `peerpool bench` re-executes this binary as the server under test; that child runs
+    // here and exits before anything else starts.
+    peerpool_bench::run_child_if_requested();
     let cli = cli::Cli::parse();
     match cli::execute(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
