@@ -369,10 +369,21 @@ impl PoolMachine {
             .map_or(ConnKind::Outbound, |c| c.kind);
         self.addrman.attempt(&addr, false, now);
         let permissions = self.whitelisted(&addr);
+        // Automatic dials never go to a banned address, but a ban made while this one was
+        // under way found no connection to close (`disconnect_banned` sees live peers only).
+        let banned = matches!(kind, ConnKind::Outbound | ConnKind::Feeler)
+            && !permissions.contains(&Permission::NoBan)
+            && self.banman.is_banned(&addr, now);
         self.peers.insert(
             peer,
             PeerState::new(addr, Direction::Outbound, kind, permissions, now),
         );
+        if banned {
+            self.outputs.push_back(Output::Disconnect {
+                peer,
+                reason: DisconnectReason::Banned,
+            });
+        }
     }
 
     /// A dial failed.

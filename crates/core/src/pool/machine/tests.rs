@@ -324,3 +324,34 @@ fn a_joined_peer_leaving_is_reported_with_its_reason() {
         })]
     );
 }
+
+#[test]
+fn a_ban_made_while_dialing_closes_the_connection_once_it_opens() {
+    let mut p = pool(local_config());
+    let target = a("127.0.9.1:18444");
+    p.add_addresses(T0, &[(target, ServiceFlags::NETWORK, T0)], a("127.0.0.1:1"));
+    p.handle_timeout(T0);
+    let req = drain(&mut p)
+        .iter()
+        .find_map(|o| match o {
+            Output::Dial { req, addr, .. } if *addr == target => Some(*req),
+            _ => None,
+        })
+        .expect("a dial to the only address");
+    // Banned while the dial is under way (found by the simulator: peerpool-sim's replay
+    // scenario, seed 125).
+    p.ban(
+        T0,
+        Subnet::from(target.host),
+        T0 + Duration::from_secs(3600),
+    );
+    drain(&mut p);
+    p.handle_dial_succeeded(T0, req, PeerId(1));
+    assert_eq!(
+        drain(&mut p),
+        vec![Output::Disconnect {
+            peer: PeerId(1),
+            reason: DisconnectReason::Banned
+        }]
+    );
+}
