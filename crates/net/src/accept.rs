@@ -93,6 +93,19 @@ pub async fn dial_from(
     local: Option<SocketAddr>,
     timeout: Duration,
 ) -> io::Result<Peer> {
+    let stream = connect_from(addr, local, timeout).await?;
+    let peer = Peer::new_outbound(config, addr);
+    peer.associate_connection(stream);
+    Ok(peer)
+}
+
+/// Opens a TCP connection to `addr` within `timeout`, from `local` when given (an address of
+/// this host, port 0 for any).
+pub(crate) async fn connect_from(
+    addr: SocketAddr,
+    local: Option<SocketAddr>,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
     let connect = async {
         match local {
             None => TcpStream::connect(addr).await,
@@ -107,13 +120,13 @@ pub async fn dial_from(
             }
         }
     };
-    let stream = match tokio::time::timeout(timeout, connect).await {
-        Ok(r) => r?,
-        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
-    };
-    let peer = Peer::new_outbound(config, addr);
-    peer.associate_connection(stream);
-    Ok(peer)
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("connect timed out after {timeout:?}"),
+        )),
+    }
 }
 
 fn is_fd_exhaustion(e: &io::Error) -> bool {

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use peerpool_core::addr::NetAddr;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -82,27 +82,8 @@ impl Dialer {
         let bind = self.bind.filter(|ip| {
             ip.is_ipv4() == target.is_ipv4() && (!ip.is_loopback() || target.ip().is_loopback())
         });
-        let connect = async {
-            match bind {
-                None => TcpStream::connect(target).await,
-                Some(ip) => {
-                    let socket = if ip.is_ipv4() {
-                        TcpSocket::new_v4()?
-                    } else {
-                        TcpSocket::new_v6()?
-                    };
-                    socket.bind(SocketAddr::new(ip, 0))?;
-                    socket.connect(target).await
-                }
-            }
-        };
-        match tokio::time::timeout(self.timeout, connect).await {
-            Ok(r) => r,
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("connect timed out after {:?}", self.timeout),
-            )),
-        }
+        crate::accept::connect_from(target, bind.map(|ip| SocketAddr::new(ip, 0)), self.timeout)
+            .await
     }
 
     /// The socket address a peer reached at `addr` is known by: the address itself, or for
