@@ -73,6 +73,14 @@ impl fmt::Debug for Time {
     }
 }
 
+/// An exponentially distributed delay with the given mean (the waiting time of a Poisson
+/// process, as Bitcoin Core draws its inventory and feeler intervals), capped at ten means so a
+/// single unlucky draw cannot stall what it schedules.
+pub fn exponential(rng: &mut fastrand::Rng, mean: Duration) -> Duration {
+    let u = 1.0 - rng.f64(); // (0, 1]
+    mean.mul_f64((-u.ln()).min(10.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,7 @@ use super::{
 };
 use crate::ban::BanScore;
 use crate::misbehaviour::Misbehaviour;
-use crate::time::Time;
+use crate::time::{exponential, Time};
 
 /// Bitcoin Core: `BIP0031_VERSION`. Peers above it answer pings with pongs.
 const BIP0031_VERSION: u32 = 60_000;
@@ -1013,13 +1013,6 @@ fn oversized(kind: MessageKind, payload: &[u8]) -> Option<Misbehaviour> {
             count,
         },
     })
-}
-
-/// An exponentially distributed delay with the given mean, capped at ten means so a single
-/// unlucky draw cannot stall announcements.
-fn exponential(rng: &mut fastrand::Rng, mean: Duration) -> Duration {
-    let u = 1.0 - rng.f64(); // (0, 1]
-    mean.mul_f64((-u.ln()).min(10.0))
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use crate::addr::{NetAddr, NetGroup};
 use crate::peer::{DisconnectReason, PeerId};
 use crate::pool::eviction::{select_to_evict, Candidate};
 use crate::retry::backoff;
-use crate::time::Time;
+use crate::time::{exponential, Time};
 
 /// Bitcoin Core: `MAX_OUTBOUND_FULL_RELAY_CONNECTIONS` (8).
 pub const DEFAULT_TARGET_OUTBOUND: usize = 8;
@@ -731,12 +731,6 @@ fn is_live(state: &ConnState) -> bool {
         state,
         ConnState::Pending { .. } | ConnState::Established { .. }
     )
-}
-
-/// An exponentially distributed delay with the given mean, capped at ten means.
-fn exponential(rng: &mut fastrand::Rng, mean: Duration) -> Duration {
-    let u = 1.0 - rng.f64();
-    mean.mul_f64((-u.ln()).min(10.0))
 }
 
 #[cfg(test)]
