@@ -36,6 +36,12 @@ enum Command {
     /// Measure peerpool against minimal reference implementations, on loopback (see
     /// BENCHMARKS.md). Exits with status 1 when a target is missed.
     Bench(peerpool_bench::cli::BenchArgs),
+    /// Call the daemon's JSON-RPC server, as bitcoin-cli does: `peerpool rpc getpeerinfo`.
+    Rpc(crate::rpc::ClientArgs),
+    /// Call the daemon's admin listener: `peerpool admin sessions`.
+    Admin(crate::admin::ClientArgs),
+    /// Print the daemon's events as JSON lines.
+    Events(crate::admin::EventsArgs),
 }
 
 /// Which chain to speak.
@@ -133,17 +139,25 @@ struct RunArgs {
     /// Default: info.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    #[command(flatten)]
+    rpc: crate::rpc::ServerArgs,
+    #[command(flatten)]
+    admin: crate::admin::ServerArgs,
 }
 
-pub fn execute(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; returns the process exit code.
+pub fn execute(cli: Cli) -> anyhow::Result<u8> {
     raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     match cli.command {
-        Command::Run(args) => runtime.block_on(run(*args)),
-        Command::Demo(args) => runtime.block_on(crate::demo::demo(args)),
+        Command::Run(args) => runtime.block_on(run(*args)).map(|()| 0),
+        Command::Demo(args) => runtime.block_on(crate::demo::demo(args)).map(|()| 0),
+        Command::Rpc(args) => runtime.block_on(crate::rpc::client(args)),
+        Command::Admin(args) => runtime.block_on(crate::admin::client(args)),
+        Command::Events(args) => runtime.block_on(crate::admin::events(args)),
         Command::Bench(args) => {
             crate::logging::init("info", None)?;
             let report = runtime.block_on(peerpool_bench::run(args.scenario, args.options()))?;
@@ -151,7 +165,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
             if !report.passed() {
                 anyhow::bail!("a benchmark target was missed");
             }
-            Ok(())
+            Ok(0)
         }
     }
 }
@@ -277,6 +291,10 @@ struct Settings {
     user_agent: UserAgent,
     /// The manual peers, for the startup log.
     manual: Vec<NetAddr>,
+    /// The configuration file (empty without `--config`), for the RPC listeners' keys.
+    file: FileConfig,
+    rpc: crate::rpc::ServerArgs,
+    admin: crate::admin::ServerArgs,
 }
 
 async fn settings(args: RunArgs) -> anyhow::Result<Settings> {
@@ -410,6 +428,9 @@ async fn settings(args: RunArgs) -> anyhow::Result<Settings> {
         pool,
         user_agent,
         manual,
+        file,
+        rpc: args.rpc,
+        admin: args.admin,
     })
 }
 
@@ -438,14 +459,36 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     let shutdown = CancellationToken::new();
-    let pool = Pool::start(s.pool, Config::from_peer_config(peer), listeners, shutdown).await;
+    let user_agent = peer.user_agent.to_string();
+    let pool = Pool::start(
+        s.pool,
+        Config::from_peer_config(peer),
+        listeners,
+        shutdown.clone(),
+    )
+    .await;
     for bound in pool.listening() {
         info!("listening on {bound}");
     }
     for addr in &s.manual {
         info!("connecting to {addr}");
     }
-    signal.await;
+    let daemon = peerpool_rpc::Daemon {
+        pool: pool.handle(),
+        chain: s.chain.clone(),
+        data_dir: Some(s.dir.clone()),
+        started: std::time::SystemTime::now(),
+        user_agent,
+        listening: pool.listening().to_vec(),
+        shutdown: shutdown.clone(),
+    };
+    let _rpc = s.rpc.start(&s.file, &daemon).await?;
+    let _admin = s.admin.start(&s.file, &daemon).await?;
+    // `stop` over RPC cancels the token, as a signal does.
+    tokio::select! {
+        () = signal => {}
+        () = shutdown.cancelled() => {}
+    }
     info!("shutting down");
     pool.stop().await;
     info!("stopped");

@@ -2,11 +2,13 @@
 //! benchmarks (`bench`).
 #![forbid(unsafe_code)]
 
+mod admin;
 mod cli;
 mod config;
 mod demo;
 mod logging;
 mod node;
+mod rpc;
 
 use clap::Parser;
 
@@ -16,7 +18,7 @@ fn main() -> std::process::ExitCode {
     peerpool_bench::run_child_if_requested();
     let cli = cli::Cli::parse();
     match cli::execute(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

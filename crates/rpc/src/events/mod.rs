@@ -1,0 +1,1 @@
+//! The pool's event bus as a stream of JSON-RPC notifications.

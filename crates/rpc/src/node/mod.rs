@@ -1,0 +1,1 @@
+//! Bitcoin Core-compatible JSON-RPC over HTTP.
