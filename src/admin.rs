@@ -6,6 +6,7 @@ use crate::config::FileConfig;
 
 /// `peerpool run`'s flags for the admin listener.
 #[derive(Args, Debug, Default)]
+#[group(id = "admin-server")]
 pub struct ServerArgs {}
 
 impl ServerArgs {

@@ -91,6 +91,7 @@ struct RunArgs {
     no_listen: bool,
     /// Connect only to these peers, redialing with backoff, and make no automatic
     /// connections (repeatable). IP, IP:PORT, [IPv6]:PORT, NAME.onion:PORT or HOST:PORT.
+    /// Turns listening off unless --listen is given, as Bitcoin Core does.
     #[arg(long, value_name = "ADDR")]
     connect: Vec<String>,
     /// Keep a connection to this peer besides the automatic ones, redialing with backoff
@@ -354,10 +355,13 @@ async fn settings(args: RunArgs) -> anyhow::Result<Settings> {
     )
     .await?;
 
-    let no_listen = args.no_listen || (args.listen.is_empty() && file.no_listen == Some(true));
+    let listen_specs = pick_list(&args.listen, &file.listen);
+    // As Bitcoin Core: `--connect` turns listening off unless addresses to listen on are given.
+    let no_listen = args.no_listen
+        || (listen_specs.is_empty() && (file.no_listen == Some(true) || !connect.is_empty()));
     let mut listen = Vec::new();
     if !no_listen {
-        for spec in pick_list(&args.listen, &file.listen) {
+        for spec in listen_specs {
             listen.push(resolve(&spec, port).await.context("--listen")?);
         }
         if listen.is_empty() {

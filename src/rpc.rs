@@ -6,6 +6,7 @@ use crate::config::FileConfig;
 
 /// `peerpool run`'s flags for the RPC server.
 #[derive(Args, Debug, Default)]
+#[group(id = "rpc-server")]
 pub struct ServerArgs {}
 
 impl ServerArgs {

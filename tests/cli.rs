@@ -410,7 +410,7 @@ fn two_daemons_connect_ping_and_redial_after_restart() {
         "regtest",
         "--datadir",
         db.to_str().unwrap(),
-        "--no-listen",
+        // No --no-listen: --connect alone turns listening off, as in Bitcoin Core.
         "--connect",
         &target,
         "--user-agent-comment",
@@ -444,6 +444,10 @@ fn two_daemons_connect_ping_and_redial_after_restart() {
     assert!(
         log.contains("peer joined") && log.contains("stopped"),
         "{log}"
+    );
+    assert!(
+        !log.contains("listening on"),
+        "--connect alone must not listen: {log}"
     );
 }
 
