@@ -211,9 +211,10 @@ pub fn summary(sim: &Sim, horizon: Duration) -> String {
     let _ = writeln!(out, "messages by command: {}", kinds.join(" "));
     let _ = writeln!(
         out,
-        "departures {} | link failures {} | events {} | invariant violations {} | trace {:016x}",
+        "departures {} | link failures {} | reseeds {} | events {} | invariant violations {} | trace {:016x}",
         st.departures,
         st.link_failures,
+        st.reseeds,
         st.events,
         sim.violation_count(),
         sim.trace_hash()

@@ -115,6 +115,8 @@ pub struct Stats {
     pub departures: u64,
     /// Connections broken by a link failure.
     pub link_failures: u64,
+    /// Times a pool asked to be seeded again (its book had nothing usable left).
+    pub reseeds: u64,
 }
 
 /// A connection whose two ends are open and have completed the handshake.
@@ -642,17 +644,7 @@ impl Sim {
             None => PoolMachine::new(config, node.secret, seed, now),
         };
         if cold {
-            // A DNS seed's answer: one bootstrap node, or the other bootstrap nodes for one of
-            // them.
-            let seeds = self.config.seeds.min(self.nodes.len());
-            let known: Vec<usize> = if n < seeds {
-                (0..seeds).filter(|&s| s != n).collect()
-            } else if seeds > 0 {
-                vec![self.rng.usize(..seeds)]
-            } else {
-                Vec::new()
-            };
-            for s in known {
+            for s in self.dns_seed_answer(n) {
                 let a = self.nodes[s].addr;
                 pool.add_addresses(now, &[(a, ServiceFlags::NETWORK, now)], a);
             }
@@ -672,6 +664,19 @@ impl Sim {
             }
         }
         self.after_pool(n);
+    }
+
+    /// A DNS seed's answer to node `n`: one bootstrap node, or the other bootstrap nodes for
+    /// one of them.
+    fn dns_seed_answer(&mut self, n: usize) -> Vec<usize> {
+        let seeds = self.config.seeds.min(self.nodes.len());
+        if n < seeds {
+            (0..seeds).filter(|&s| s != n).collect()
+        } else if seeds > 0 {
+            vec![self.rng.usize(..seeds)]
+        } else {
+            Vec::new()
+        }
     }
 
     fn stop_node(&mut self, n: usize) {
@@ -806,6 +811,20 @@ impl Sim {
             Output::Event(e) => {
                 (24u8, n, format!("{e:?}")).hash(&mut self.trace);
                 self.pool_event(n, e);
+            }
+            Output::Reseed => {
+                (25u8, n).hash(&mut self.trace);
+                self.stats.reseeds += 1;
+                let addrs: Vec<NetAddr> = self
+                    .dns_seed_answer(n)
+                    .into_iter()
+                    .map(|s| self.nodes[s].addr)
+                    .collect();
+                if let Some(pool) = self.nodes[n].pool.as_mut() {
+                    for a in addrs {
+                        pool.add_addresses(now, &[(a, ServiceFlags::NETWORK, now)], a);
+                    }
+                }
             }
         }
     }

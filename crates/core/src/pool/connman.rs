@@ -5,7 +5,9 @@
 //!
 //! - **automatic outbound**: up to [`Config::target_outbound`] full-relay connections to
 //!   addresses the caller supplies (from the address book), at most one per network group so a
-//!   single operator cannot surround the node;
+//!   single operator cannot surround the node, and never a second connection to an IP we
+//!   already dialed, whatever the port (Bitcoin Core's `AlreadyConnectedToAddress`; unlike
+//!   Core, an inbound peer's IP does not count, see `pick_usable`);
 //! - **manual peers** (`addnode add`): kept outside the automatic count, at most
 //!   [`Config::max_manual`], redialed after every failure or disconnection with a backoff of
 //!   5 s times the attempt, capped at 5 minutes (btcd's schedule);
@@ -13,6 +15,13 @@
 //! - **feelers**: every [`Config::feeler_interval`] on average, once the outbound slots are
 //!   full, a short connection to an untested address from the book's "new" table;
 //! - **connect-only** mode: no automatic connections at all, only manual ones (`--connect`);
+//! - **dial pacing**: automatic dials (outbound and feelers) go out at most one per
+//!   [`OUTBOUND_DIAL_INTERVAL`], the pace of Bitcoin Core's `ThreadOpenConnections`. A failed
+//!   or lost outbound connection is replaced at the next free tick, not at once, so a node
+//!   that every address refuses dials twice a second instead of in a tight loop. While
+//!   picking, an address tried within [`RECENT_TRY_WINDOW`] is passed over during the first
+//!   [`RECENT_TRY_PICKS`] draws of a round, and a round gives up after [`PICK_TRIES`] draws
+//!   (Core's `nTries` rules). Manual peers are not paced: they follow their own backoff;
 //! - **inbound**: accepted up to `max_connections - target_outbound - 1 feeler slot` and
 //!   [`Config::max_inbound_per_group`] per network group; when full, an unprotected inbound
 //!   peer is evicted to make room ([`super::eviction`]), else the newcomer is refused.
@@ -26,7 +35,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
-use crate::addr::{NetAddr, NetGroup};
+use crate::addr::{Host, NetAddr, NetGroup};
 use crate::peer::{DisconnectReason, PeerId};
 use crate::pool::eviction::{select_to_evict, Candidate};
 use crate::retry::backoff;
@@ -40,11 +49,20 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 125;
 pub const DEFAULT_MAX_MANUAL: usize = 8;
 /// Bitcoin Core: `FEELER_INTERVAL` (2 minutes, mean of an exponential draw).
 pub const FEELER_INTERVAL: Duration = Duration::from_secs(120);
-/// How often the outbound slots are re-examined while some are empty.
-/// Bitcoin Core's `ThreadOpenConnections` wakes every 500 ms.
-pub const FILL_INTERVAL: Duration = Duration::from_millis(500);
-/// Addresses drawn per fill before giving up for this round. Bitcoin Core: 100 tries.
+/// Least time between two automatic dials (outbound or feeler), and how often the outbound
+/// slots are re-examined while some are empty. Bitcoin Core's `ThreadOpenConnections` opens
+/// at most one connection per 500 ms loop.
+pub const OUTBOUND_DIAL_INTERVAL: Duration = Duration::from_millis(500);
+/// Addresses drawn per round before giving up until the next tick. Bitcoin Core: the 100
+/// `nTries` of `ThreadOpenConnections`.
 pub const PICK_TRIES: usize = 100;
+/// Addresses tried this recently are passed over while picking (see [`RECENT_TRY_PICKS`]).
+/// Bitcoin Core: the 10
+/// minutes in `ThreadOpenConnections`.
+pub const RECENT_TRY_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// Draws of a round during which [`RECENT_TRY_WINDOW`] applies of a round; later draws take them, so that a small
+/// book still gets dialed. Bitcoin Core: the `nTries < 30` in `ThreadOpenConnections`.
+pub const RECENT_TRY_PICKS: usize = 30;
 /// Inbound connections accepted from one network group (an IPv4 /16, an IPv6 /32).
 pub const DEFAULT_MAX_INBOUND_PER_GROUP: usize = 8;
 
@@ -259,6 +277,20 @@ pub enum ConnError {
     NotConnected,
 }
 
+/// A candidate from the address supplier: the address and when we last tried it (as the
+/// address book's `select` returns it).
+pub type Offer = (NetAddr, Option<Time>);
+
+/// The connection manager's named deadlines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// The next tick of the automatic-outbound loop: one dial at most per tick, ticks
+    /// [`OUTBOUND_DIAL_INTERVAL`] apart while slots are empty.
+    OpenConnection,
+    /// The next feeler.
+    Feeler,
+}
+
 /// What the address supplier is asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pick {
@@ -277,8 +309,11 @@ pub struct ConnMan {
     requests: BTreeMap<ReqId, Request>,
     connections: BTreeMap<PeerId, Connection>,
     manual: Vec<ManualPeer>,
-    next_fill: Option<Time>,
-    next_feeler: Option<Time>,
+    timers: BTreeMap<Timer, Time>,
+    /// When the last automatic dial went out: the pacing reference.
+    last_auto_dial: Option<Time>,
+    /// Since when outbound slots are empty and rounds find no usable address.
+    starved_since: Option<Time>,
     outputs: VecDeque<Output>,
 }
 
@@ -286,9 +321,11 @@ impl ConnMan {
     /// A manager with nothing connected; the first fill happens at `now`.
     pub fn new(config: Config, seed: u64, now: Time) -> ConnMan {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let next_feeler = config
-            .feeler_interval
-            .map(|mean| now + exponential(&mut rng, mean));
+        let mut timers = BTreeMap::new();
+        timers.insert(Timer::OpenConnection, now);
+        if let Some(mean) = config.feeler_interval {
+            timers.insert(Timer::Feeler, now + exponential(&mut rng, mean));
+        }
         ConnMan {
             config,
             rng,
@@ -296,8 +333,9 @@ impl ConnMan {
             requests: BTreeMap::new(),
             connections: BTreeMap::new(),
             manual: Vec::new(),
-            next_fill: Some(now),
-            next_feeler,
+            timers,
+            last_auto_dial: None,
+            starved_since: None,
             outputs: VecDeque::new(),
         }
     }
@@ -337,6 +375,17 @@ impl ConnMan {
             .count()
     }
 
+    /// The deadline of a named timer, if it is armed.
+    pub fn timer(&self, timer: Timer) -> Option<Time> {
+        self.timers.get(&timer).copied()
+    }
+
+    /// Since when outbound slots have been empty with no usable address to fill them (the
+    /// last round drew nothing dialable); `None` while slots are full or rounds find addresses.
+    pub fn starved_since(&self) -> Option<Time> {
+        self.starved_since
+    }
+
     /// Live inbound connections.
     pub fn inbound_count(&self) -> usize {
         self.connections
@@ -355,20 +404,18 @@ impl ConnMan {
     /// When [`handle_timeout`](Self::handle_timeout) next has work.
     pub fn poll_timeout(&self) -> Option<Time> {
         let manual = self.manual.iter().filter_map(|m| m.next_try).min();
-        [self.next_fill, self.next_feeler, manual]
-            .into_iter()
-            .flatten()
-            .min()
+        self.timers.values().copied().chain(manual).min()
     }
 
     // ----- inputs --------------------------------------------------------------------------
 
-    /// Runs what is due: manual redials, filling outbound slots from `pick`, feelers.
+    /// Runs what is due: manual redials, one automatic outbound dial from `pick`, feelers.
     ///
-    /// `pick` is called with what is wanted and returns a candidate address (or `None` when
-    /// the book has nothing); candidates already connected, pending, or in a network group
-    /// that already has an automatic outbound connection are skipped here.
-    pub fn handle_timeout(&mut self, now: Time, pick: &mut dyn FnMut(Pick) -> Option<NetAddr>) {
+    /// `pick` is called with what is wanted and returns a candidate (or `None` when the book
+    /// has nothing); candidates at an IP already connected or dialed, in a network group that
+    /// already has an automatic outbound connection, or (early in a round) tried within
+    /// [`RECENT_TRY_WINDOW`] are skipped here.
+    pub fn handle_timeout(&mut self, now: Time, pick: &mut dyn FnMut(Pick) -> Option<Offer>) {
         for i in 0..self.manual.len() {
             if self.manual[i].next_try.is_some_and(|t| t <= now) {
                 self.manual[i].next_try = None;
@@ -377,23 +424,32 @@ impl ConnMan {
                 self.manual[i].request = Some(req);
             }
         }
-        if self.next_fill.is_some_and(|t| t <= now) {
-            self.next_fill = None;
+        if self.due(Timer::OpenConnection, now) {
+            self.timers.remove(&Timer::OpenConnection);
             if !self.config.connect_only {
                 self.fill(now, pick);
             }
         }
-        if self.next_feeler.is_some_and(|t| t <= now) {
+        if self.due(Timer::Feeler, now) {
             let mean = self.config.feeler_interval.unwrap_or(FEELER_INTERVAL);
-            self.next_feeler = Some(now + exponential(&mut self.rng, mean));
+            self.timers
+                .insert(Timer::Feeler, now + exponential(&mut self.rng, mean));
             let full = self.outbound_count() >= self.config.target_outbound;
             let feeling = self
                 .requests
                 .values()
                 .any(|r| r.kind == ConnKind::Feeler && is_live(&r.state));
-            if full && !feeling && !self.config.connect_only {
-                if let Some(addr) = self.pick_usable(Pick::Feeler, pick, false) {
+            // A feeler shares the automatic pace: right after an outbound dial it waits a tick.
+            let paced = self
+                .last_auto_dial
+                .is_some_and(|t| now < t + OUTBOUND_DIAL_INTERVAL);
+            let wanted = full && !feeling && !self.config.connect_only;
+            if wanted && paced {
+                self.timers.insert(Timer::Feeler, self.next_dial_slot(now));
+            } else if wanted {
+                if let Some(addr) = self.pick_usable(now, Pick::Feeler, pick, false) {
                     self.dial(now, addr, ConnKind::Feeler);
+                    self.last_auto_dial = Some(now);
                 }
             }
         }
@@ -669,45 +725,81 @@ impl ConnMan {
                 }
             }
             ConnKind::Outbound => {
-                // Refill soon; a failure costs only this address, not the slot.
-                self.next_fill = Some(self.next_fill.map_or(now, |t| t.min(now)));
+                // Refill at the next free tick; a failure costs only this address, not the
+                // slot, but never more than one dial per tick.
+                let at = self.next_dial_slot(now);
+                let t = self.timers.entry(Timer::OpenConnection).or_insert(at);
+                *t = (*t).min(at);
             }
             ConnKind::OneTry | ConnKind::Feeler | ConnKind::Inbound => {}
         }
     }
 
-    fn fill(&mut self, now: Time, pick: &mut dyn FnMut(Pick) -> Option<NetAddr>) {
-        let mut missing = self
-            .config
-            .target_outbound
-            .saturating_sub(self.outbound_count());
-        while missing > 0 {
-            match self.pick_usable(Pick::Outbound, pick, true) {
-                Some(addr) => {
-                    self.dial(now, addr, ConnKind::Outbound);
-                    missing -= 1;
-                }
-                None => break,
+    fn due(&self, timer: Timer, now: Time) -> bool {
+        self.timers.get(&timer).is_some_and(|t| *t <= now)
+    }
+
+    /// The earliest time an automatic dial may go out: `now`, or one interval after the last.
+    fn next_dial_slot(&self, now: Time) -> Time {
+        self.last_auto_dial
+            .map_or(now, |t| (t + OUTBOUND_DIAL_INTERVAL).max(now))
+    }
+
+    /// One tick of the automatic-outbound loop: at most one dial, then the next tick while
+    /// slots are still empty.
+    fn fill(&mut self, now: Time, pick: &mut dyn FnMut(Pick) -> Option<Offer>) {
+        if self.outbound_count() >= self.config.target_outbound {
+            self.starved_since = None;
+            return;
+        }
+        if now < self.next_dial_slot(now) {
+            // A feeler went out within the interval.
+            self.timers
+                .insert(Timer::OpenConnection, self.next_dial_slot(now));
+            return;
+        }
+        match self.pick_usable(now, Pick::Outbound, pick, true) {
+            Some(addr) => {
+                self.dial(now, addr, ConnKind::Outbound);
+                self.last_auto_dial = Some(now);
+                self.starved_since = None;
+            }
+            None => {
+                self.starved_since.get_or_insert(now);
             }
         }
-        if missing > 0 {
-            self.next_fill = Some(now + FILL_INTERVAL);
+        if self.outbound_count() < self.config.target_outbound {
+            self.timers
+                .insert(Timer::OpenConnection, now + OUTBOUND_DIAL_INTERVAL);
+        } else {
+            self.starved_since = None;
         }
     }
 
     /// Draws up to [`PICK_TRIES`] candidates and returns the first usable one.
     fn pick_usable(
         &self,
+        now: Time,
         what: Pick,
-        pick: &mut dyn FnMut(Pick) -> Option<NetAddr>,
+        pick: &mut dyn FnMut(Pick) -> Option<Offer>,
         diverse: bool,
     ) -> Option<NetAddr> {
-        let busy: BTreeSet<NetAddr> = self
+        // Automatic connections compare by IP with what we dialed: a node listening on several
+        // ports is still one node (Core's `AlreadyConnectedToAddress`). Inbound peers count by
+        // ip:port only (their port is ephemeral, so in effect not at all): Core also skips IPs
+        // connected inbound, but test networks whose nodes dial from their listening IP could
+        // then not reach their targets (n nodes have only n(n-1)/2 pairs).
+        let busy: BTreeSet<Host> = self
             .requests
             .values()
             .filter(|r| is_live(&r.state))
-            .map(|r| r.addr)
-            .chain(self.connections.values().map(|c| c.addr))
+            .map(|r| r.addr.host)
+            .collect();
+        let busy_inbound: BTreeSet<NetAddr> = self
+            .connections
+            .values()
+            .filter(|c| c.kind == ConnKind::Inbound)
+            .map(|c| c.addr)
             .collect();
         let groups: BTreeSet<NetGroup> = self
             .requests
@@ -715,9 +807,16 @@ impl ConnMan {
             .filter(|r| r.kind == ConnKind::Outbound && is_live(&r.state))
             .map(|r| r.addr.group())
             .collect();
-        for _ in 0..PICK_TRIES {
-            let addr = pick(what)?;
-            if busy.contains(&addr) || (diverse && groups.contains(&addr.group())) {
+        for tries in 0..PICK_TRIES {
+            let (addr, last_try) = pick(what)?;
+            if busy.contains(&addr.host)
+                || busy_inbound.contains(&addr)
+                || (diverse && groups.contains(&addr.group()))
+            {
+                continue;
+            }
+            let recent = last_try.is_some_and(|t| now.since(t) < RECENT_TRY_WINDOW);
+            if recent && tries < RECENT_TRY_PICKS {
                 continue;
             }
             return Some(addr);

@@ -15,8 +15,23 @@
 //! - **getaddr**: asked of every outbound peer after its handshake; answered once per inbound
 //!   peer with a random sample of the book (at most 1,000 entries, 23 %);
 //! - **self-advertisement**: our listening addresses ([`Config::advertise`]) are announced to
-//!   each peer after its handshake, so a network can find a node from any one seed (Core's
-//!   AdvertiseLocal);
+//!   each peer after its handshake and then again on a per-peer timer with exponentially
+//!   distributed gaps of mean [`Config::local_addr_interval`] (Core's AdvertiseLocal and
+//!   `AVG_LOCAL_ADDRESS_BROADCAST_INTERVAL`), so a network can find a node from any one seed
+//!   and keeps hearing about it after the first gossip has aged out;
+//! - **asking for addresses**: we ask with `getaddr` once per outbound peer, right after its
+//!   handshake, and never otherwise (as Core: asking again would let a peer fill our book on
+//!   demand). When outbound slots are empty and no round of the connection manager has found
+//!   a usable address for [`RESEED_DELAY`], the machine emits [`Output::Reseed`]: the runtime
+//!   adds its configured seed addresses again and queries the DNS seeds (Core's 11 s DNS-seed
+//!   rule, applied whenever the book runs dry, not only at start). It does so at most once
+//!   per [`RESEED_INTERVAL`], to spare the seeds;
+//! - **test-before-evict**: an address that would take an occupied slot of the book's tried
+//!   table waits in the collision set while the feeler timer tests the occupant first (a
+//!   feeler to it, before any new-table address); an occupant that answers keeps its slot,
+//!   one that fails (or is not tested within the book's test window) gives way. The set is
+//!   settled ([`AddrMan::resolve_collisions`]) on every pass of the connection-opening path
+//!   and at least every [`COLLISION_CHECK_INTERVAL`] while it is not empty;
 //! - **bans**: a banned address is neither dialed nor accepted; misbehaviour reported by a
 //!   connection goes to the ban manager, whose verdict is carried out;
 //! - **whitelist**: peers from whitelisted subnets get the permissions listed (`noban`: never
@@ -28,13 +43,13 @@ use std::time::Duration;
 use bitcoin::p2p::address::AddrV2Message;
 use bitcoin::p2p::ServiceFlags;
 
-use crate::addr::{NetAddr, Network};
+use crate::addr::{Host, NetAddr, Network};
 use crate::misbehaviour::Misbehaviour;
 use crate::peer::{Direction, DisconnectReason, PeerId};
 use crate::pool::addrman::{self, AddrMan, AddrRecord};
 use crate::pool::banman::{self, BanList, BanMan, BanReason, Subnet, Verdict};
 use crate::pool::connman::{self, ConnKind, ConnMan, InboundVerdict, Pick, RefuseReason, ReqId};
-use crate::time::Time;
+use crate::time::{exponential, Time};
 
 /// Addresses answered to one `getaddr`. Bitcoin Core: `MAX_ADDR_TO_SEND`.
 pub const MAX_ADDR_TO_SEND: usize = 1_000;
@@ -55,6 +70,20 @@ pub const RELAY_FANOUT: usize = 2;
 pub const MAX_RECENTLY_RELAYED: usize = 10_000;
 /// Penalty on the last-seen time of addresses heard from a third party. Bitcoin Core: 2 hours.
 pub const ADDR_TIME_PENALTY: Duration = Duration::from_secs(2 * 3600);
+/// Mean gap between two announcements of our own address to one peer. Bitcoin Core:
+/// `AVG_LOCAL_ADDRESS_BROADCAST_INTERVAL` (24 hours).
+pub const LOCAL_ADDR_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// How long outbound slots stay empty with nothing usable in the book before we ask the
+/// runtime to seed again. Bitcoin Core: the 11 s `ThreadDNSAddressSeed` waits before it
+/// queries the DNS seeds when the book is not empty.
+pub const RESEED_DELAY: Duration = Duration::from_secs(11);
+/// Least time between two reseeds. Core seeds once per start; peerpool repeats while the book
+/// stays dry, at this pace so that a node cut off from the network does not hammer the seeds.
+pub const RESEED_INTERVAL: Duration = Duration::from_secs(10 * 60);
+/// While tried-table collisions wait, they are settled at least this often. Core settles them
+/// every 500 ms loop; a minute matches the book's `FEELER_GRACE`, the finest step its verdicts
+/// take.
+pub const COLLISION_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A permission granted by the whitelist (Bitcoin Core's `-whitelist` permission names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -122,7 +151,7 @@ pub struct WhitelistEntry {
 }
 
 /// Settings of the pool.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Config {
     /// Connection slots.
     pub connman: connman::Config,
@@ -136,6 +165,46 @@ pub struct Config {
     pub whitelist: Vec<WhitelistEntry>,
     /// Networks we can reach (dial); empty means IPv4 and IPv6.
     pub reachable: Vec<Network>,
+    /// Mean gap between two announcements of [`Config::advertise`] to one peer (exponentially
+    /// distributed, per peer). Default [`LOCAL_ADDR_INTERVAL`] (Core's 24 h); tests and
+    /// simulations of small networks shorten it.
+    pub local_addr_interval: Duration,
+}
+
+impl Default for Config {
+    /// Bitcoin Core's settings for every part; nothing advertised, nobody whitelisted.
+    fn default() -> Config {
+        Config {
+            connman: connman::Config::default(),
+            addrman: addrman::Config::default(),
+            banman: banman::Config::default(),
+            advertise: Vec::new(),
+            whitelist: Vec::new(),
+            reachable: Vec::new(),
+            local_addr_interval: LOCAL_ADDR_INTERVAL,
+        }
+    }
+}
+
+/// What a peer gave us that we did not have (for eviction protection: Bitcoin Core keeps the
+/// inbound peers that most recently sent novel blocks and transactions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Useful {
+    /// A block we did not have.
+    Block,
+    /// A transaction we did not have.
+    Tx,
+}
+
+/// The pool machine's own named deadlines (the connection and ban managers keep theirs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// Settle the book's tried-table collisions.
+    ResolveCollisions,
+    /// Announce our addresses to this peer again.
+    LocalAddr(PeerId),
+    /// Outbound slots are starving: ask the runtime for seeds.
+    Reseed,
 }
 
 /// What the pool reports to the outside.
@@ -212,6 +281,9 @@ pub enum Output {
     },
     /// Tell subscribers.
     Event(PoolEvent),
+    /// The book has nothing usable to fill the outbound slots: add the configured seed
+    /// addresses again and query the DNS seeds (see the module docs).
+    Reseed,
 }
 
 /// Why an inbound connection was refused.
@@ -251,6 +323,8 @@ pub struct PoolMachine {
     /// Addresses relayed within [`RELAY_FRESHNESS`], oldest first, and the same as a set.
     relayed: VecDeque<(Time, NetAddr)>,
     relayed_set: BTreeSet<NetAddr>,
+    timers: BTreeMap<Timer, Time>,
+    last_reseed: Option<Time>,
     outputs: VecDeque<Output>,
 }
 
@@ -283,6 +357,8 @@ impl PoolMachine {
             dialing: BTreeMap::new(),
             relayed: VecDeque::new(),
             relayed_set: BTreeSet::new(),
+            timers: BTreeMap::new(),
+            last_reseed: None,
             outputs: VecDeque::new(),
         }
     }
@@ -330,31 +406,67 @@ impl PoolMachine {
         [self.connman.poll_timeout(), self.banman.poll_timeout()]
             .into_iter()
             .flatten()
+            .chain(self.timers.values().copied())
             .min()
+    }
+
+    /// The deadline of one of the machine's own named timers, if armed.
+    pub fn timer(&self, timer: Timer) -> Option<Time> {
+        self.timers.get(&timer).copied()
     }
 
     // ----- inputs --------------------------------------------------------------------------
 
-    /// Does what is due: dials to fill slots, retries, feelers, ban expiry.
+    /// Does what is due: settling tried collisions, one paced dial to fill slots, manual
+    /// redials, feelers (a collision's incumbent first), ban expiry, announcements of our
+    /// addresses, and [`Output::Reseed`] when the book has run dry.
     pub fn handle_timeout(&mut self, now: Time) {
         for entry in self.banman.handle_timeout(now) {
             tracing::debug!("ban on {} expired", entry.subnet);
         }
+        // The connection-opening path settles waiting tried collisions first (Core's
+        // `ResolveCollisions` at the top of each `ThreadOpenConnections` loop).
+        self.addrman.resolve_collisions(now);
         let reachable = self.reachable();
+        // Hosts we dialed (connected or pending): a collision's incumbent among them is known
+        // to work and needs no feeler.
+        let connected: BTreeSet<Host> = self
+            .peers
+            .values()
+            .filter(|p| p.direction == Direction::Outbound)
+            .map(|p| p.addr.host)
+            .chain(self.dialing.values().map(|a| a.host))
+            .collect();
         let (addrman, banman, rng) = (&mut self.addrman, &self.banman, &mut self.rng);
         let ours = &self.config.advertise;
         let mut pick = |what: Pick| {
+            // Our own address comes back through gossip; dialing it only finds ourselves.
+            let usable = |addr: &NetAddr| !banman.is_banned(addr, now) && !ours.contains(addr);
+            if what == Pick::Feeler {
+                // Test-before-evict: a feeler tests a collision's incumbent before anything new.
+                if let Some((old, last_try)) = addrman.select_tried_collision(rng) {
+                    if connected.contains(&old.host) {
+                        // Connected, so working (Core marks it good rather than dial it twice).
+                        addrman.good(&old, now);
+                    } else if usable(&old) {
+                        return Some((old, last_try));
+                    }
+                }
+            }
             for _ in 0..4 {
-                let (addr, _) = addrman.select(what == Pick::Feeler, &reachable, rng, now)?;
-                // Our own address comes back through gossip; dialing it only finds ourselves.
-                if !banman.is_banned(&addr, now) && !ours.contains(&addr) {
-                    return Some(addr);
+                let (addr, last_try) =
+                    addrman.select(what == Pick::Feeler, &reachable, rng, now)?;
+                if usable(&addr) {
+                    return Some((addr, last_try));
                 }
             }
             None
         };
         self.connman.handle_timeout(now, &mut pick);
         self.pull();
+        self.due_local_addrs(now);
+        self.check_starving(now);
+        self.arm_collisions(now);
     }
 
     /// A dial succeeded.
@@ -392,6 +504,7 @@ impl PoolMachine {
             self.addrman.attempt(&addr, true, now);
         }
         self.connman.handle_dial_failed(now, req);
+        self.arm_collisions(now);
     }
 
     /// A new inbound connection; `Err` means close it at once.
@@ -449,6 +562,10 @@ impl PoolMachine {
         if direction == Direction::Outbound {
             self.addrman.good(&addr, now);
             self.addrman.set_services(&addr, services);
+            // A feeler that tested a collision's incumbent settles it now; a new address
+            // that collided starts waiting.
+            self.addrman.resolve_collisions(now);
+            self.arm_collisions(now);
         }
         if kind == ConnKind::Feeler {
             // The address answered: that is all a feeler wanted to know.
@@ -471,21 +588,7 @@ impl PoolMachine {
             }
             self.outputs.push_back(Output::SendGetAddr { peer });
         }
-        if !self.config.advertise.is_empty() {
-            let t = now.as_secs() as u32;
-            let addrs = self
-                .config
-                .advertise
-                .iter()
-                .map(|a| AddrV2Message {
-                    time: t,
-                    services: ServiceFlags::NONE,
-                    addr: a.to_addrv2(),
-                    port: a.port,
-                })
-                .collect();
-            self.outputs.push_back(Output::SendAddrs { peer, addrs });
-        }
+        self.advertise_to(now, peer);
     }
 
     /// Addresses received from a peer (`addr` or `addrv2`, converted).
@@ -639,9 +742,12 @@ impl PoolMachine {
         self.connman.record_ping(peer, rtt_micros);
     }
 
-    /// The peer sent us a transaction (`block == false`) or block we did not have.
-    pub fn handle_useful(&mut self, now: Time, peer: PeerId, block: bool) {
-        self.connman.record_useful(now, peer, block);
+    /// The peer sent us a block or transaction we did not have. Feeds eviction: an inbound
+    /// peer that recently did is protected (Bitcoin Core's `m_last_block_time` and
+    /// `m_last_tx_time`). The runtime calls it when the peer's block or transaction turned
+    /// out to be new to the node's owner.
+    pub fn handle_useful(&mut self, now: Time, peer: PeerId, what: Useful) {
+        self.connman.record_useful(now, peer, what == Useful::Block);
     }
 
     /// A connection ended.
@@ -652,6 +758,7 @@ impl PoolMachine {
         };
         self.connman.handle_disconnected(now, peer, p.ready);
         self.banman.scores_mut().forget(&peer);
+        self.timers.remove(&Timer::LocalAddr(peer));
         if p.ready {
             if p.direction == Direction::Outbound {
                 self.addrman.connected(&p.addr, now);
@@ -761,6 +868,83 @@ impl PoolMachine {
             }
             self.relayed.pop_front();
             self.relayed_set.remove(&addr);
+        }
+    }
+
+    /// Announces our addresses to `peer` and schedules the next announcement.
+    fn advertise_to(&mut self, now: Time, peer: PeerId) {
+        if self.config.advertise.is_empty() {
+            return;
+        }
+        let t = now.as_secs() as u32;
+        let addrs = self
+            .config
+            .advertise
+            .iter()
+            .map(|a| AddrV2Message {
+                time: t,
+                services: ServiceFlags::NONE,
+                addr: a.to_addrv2(),
+                port: a.port,
+            })
+            .collect();
+        self.outputs.push_back(Output::SendAddrs { peer, addrs });
+        let gap = exponential(&mut self.rng, self.config.local_addr_interval);
+        // At least a second apart, so that a zero interval cannot spin.
+        let next = now + gap.max(Duration::from_secs(1));
+        self.timers.insert(Timer::LocalAddr(peer), next);
+    }
+
+    /// Re-announces our addresses to the peers whose timer expired.
+    fn due_local_addrs(&mut self, now: Time) {
+        let due: Vec<PeerId> = self
+            .timers
+            .iter()
+            .filter_map(|(t, at)| match t {
+                Timer::LocalAddr(peer) if *at <= now => Some(*peer),
+                _ => None,
+            })
+            .collect();
+        for peer in due {
+            self.timers.remove(&Timer::LocalAddr(peer));
+            if self.peers.get(&peer).is_some_and(|p| p.ready) {
+                self.advertise_to(now, peer);
+            }
+        }
+    }
+
+    /// Emits [`Output::Reseed`] when outbound slots have starved for [`RESEED_DELAY`] (at most
+    /// once per [`RESEED_INTERVAL`]), or arms the timer for when they will have.
+    fn check_starving(&mut self, now: Time) {
+        let Some(since) = self.connman.starved_since() else {
+            self.timers.remove(&Timer::Reseed);
+            return;
+        };
+        let mut due = since + RESEED_DELAY;
+        if let Some(last) = self.last_reseed {
+            due = due.max(last + RESEED_INTERVAL);
+        }
+        if due <= now {
+            tracing::info!("no usable address to fill the outbound slots: reseeding");
+            self.outputs.push_back(Output::Reseed);
+            self.last_reseed = Some(now);
+            self.timers.remove(&Timer::Reseed);
+        } else {
+            self.timers.insert(Timer::Reseed, due);
+        }
+    }
+
+    /// Keeps [`Timer::ResolveCollisions`] armed exactly while collisions wait.
+    fn arm_collisions(&mut self, now: Time) {
+        if self.addrman.tried_collisions().next().is_none() {
+            self.timers.remove(&Timer::ResolveCollisions);
+        } else if self
+            .timers
+            .get(&Timer::ResolveCollisions)
+            .map_or(true, |t| *t <= now)
+        {
+            self.timers
+                .insert(Timer::ResolveCollisions, now + COLLISION_CHECK_INTERVAL);
         }
     }
 

@@ -11,4 +11,4 @@ pub mod connman;
 pub mod eviction;
 pub mod machine;
 
-pub use machine::{Output, Permission, PoolEvent, PoolMachine};
+pub use machine::{Output, Permission, PoolEvent, PoolMachine, Useful};

@@ -6,17 +6,34 @@ fn addr(s: &str) -> NetAddr {
     s.parse().unwrap()
 }
 
-/// An address supplier cycling through a fixed list.
-fn book(list: Vec<NetAddr>) -> impl FnMut(Pick) -> Option<NetAddr> {
+/// An address supplier cycling through a fixed list of never-tried addresses.
+fn book(list: Vec<NetAddr>) -> impl FnMut(Pick) -> Option<Offer> {
     let mut i = 0;
     move |_| {
         if list.is_empty() {
             return None;
         }
         i += 1;
-        Some(list[(i - 1) % list.len()])
+        Some((list[(i - 1) % list.len()], None))
     }
 }
+
+/// Runs every due deadline up to `until`, as a runtime would; returns the dials with the time
+/// each went out.
+fn run_until(
+    c: &mut ConnMan,
+    until: Time,
+    pick: &mut dyn FnMut(Pick) -> Option<Offer>,
+) -> Vec<(Time, ReqId, NetAddr, ConnKind)> {
+    let mut out = Vec::new();
+    while let Some(t) = c.poll_timeout().filter(|t| *t <= until) {
+        c.handle_timeout(t, pick);
+        out.extend(dials(c).into_iter().map(|(r, a, k)| (t, r, a, k)));
+    }
+    out
+}
+
+const MS: Duration = Duration::from_millis(1);
 
 fn dials(c: &mut ConnMan) -> Vec<(ReqId, NetAddr, ConnKind)> {
     let mut out = Vec::new();
@@ -42,44 +59,234 @@ fn fills_the_outbound_target_one_per_group() {
     let list: Vec<NetAddr> = (0..20)
         .map(|i| addr(&format!("{}.1.{}.1:8333", 10 + i % 5, i)))
         .collect();
-    c.handle_timeout(T0, &mut book(list));
-    let d = dials(&mut c);
+    let d = run_until(&mut c, T0 + Duration::from_secs(10), &mut book(list));
     assert_eq!(d.len(), 5, "one per group");
-    let groups: BTreeSet<_> = d.iter().map(|(_, a, _)| a.group()).collect();
+    let groups: BTreeSet<_> = d.iter().map(|(_, _, a, _)| a.group()).collect();
     assert_eq!(groups.len(), 5);
-    assert!(d.iter().all(|(_, _, k)| *k == ConnKind::Outbound));
-    // Slots still missing: the next fill is scheduled.
-    assert_eq!(c.poll_timeout(), Some(T0 + FILL_INTERVAL));
+    assert!(d.iter().all(|(_, _, _, k)| *k == ConnKind::Outbound));
+    // Slots still missing: the loop keeps ticking.
+    let next = c.poll_timeout().unwrap();
+    assert!(next > T0 + Duration::from_secs(10) - OUTBOUND_DIAL_INTERVAL);
 
     // Enough groups: the target is reached and never exceeded.
     let list: Vec<NetAddr> = (0..40)
         .map(|i| addr(&format!("{}.2.0.1:8333", 30 + i)))
         .collect();
-    let mut b = book(list);
-    c.handle_timeout(T0 + FILL_INTERVAL, &mut b);
-    assert_eq!(dials(&mut c).len(), 3);
+    let d = run_until(&mut c, T0 + Duration::from_secs(20), &mut book(list));
+    assert_eq!(d.len(), 3);
     assert_eq!(c.outbound_count(), DEFAULT_TARGET_OUTBOUND);
     assert_eq!(c.poll_timeout(), None);
 }
 
 #[test]
-fn a_failed_dial_is_replaced_at_once() {
+fn automatic_dials_go_out_one_per_interval() {
+    let mut c = ConnMan::new(no_feelers(), 1, T0);
+    let list: Vec<NetAddr> = (0..40)
+        .map(|i| addr(&format!("{}.2.0.1:8333", 30 + i)))
+        .collect();
+    // One handle_timeout dials once, however many slots are empty.
+    c.handle_timeout(T0, &mut book(list.clone()));
+    assert_eq!(dials(&mut c).len(), 1);
+    assert_eq!(
+        c.timer(Timer::OpenConnection),
+        Some(T0 + OUTBOUND_DIAL_INTERVAL)
+    );
+    // Waking early does nothing.
+    c.handle_timeout(T0 + 499 * MS, &mut book(list.clone()));
+    assert!(dials(&mut c).is_empty());
+    let d = run_until(&mut c, T0 + Duration::from_secs(60), &mut book(list));
+    let times: Vec<u64> = d.iter().map(|x| x.0.since(T0).as_millis() as u64).collect();
+    // The other seven at 500 ms steps, then nothing: the target is reached.
+    assert_eq!(times, vec![500, 1000, 1500, 2000, 2500, 3000, 3500]);
+    assert_eq!(c.outbound_count(), DEFAULT_TARGET_OUTBOUND);
+}
+
+#[test]
+fn a_failed_dial_is_replaced_at_the_next_tick_not_at_once() {
     let mut c = ConnMan::new(no_feelers(), 1, T0);
     let list: Vec<NetAddr> = (0..40)
         .map(|i| addr(&format!("{}.2.0.1:8333", 30 + i)))
         .collect();
     let mut b = book(list);
-    c.handle_timeout(T0, &mut b);
-    let d = dials(&mut c);
+    let d = run_until(&mut c, T0 + Duration::from_secs(10), &mut b);
     assert_eq!(d.len(), 8);
-    c.handle_dial_failed(T0 + Duration::from_secs(1), d[0].0);
+    let last_dial = d[7].0;
+    assert_eq!(last_dial, T0 + 3500 * MS);
+    // A failure 200 ms after the last dial: the replacement waits for the tick at +500 ms.
+    let failed_at = last_dial + 200 * MS;
+    c.handle_dial_failed(failed_at, d[0].1);
     assert_eq!(c.outbound_count(), 7);
-    let t = T0 + Duration::from_secs(1);
-    assert_eq!(c.poll_timeout(), Some(t));
-    c.handle_timeout(t, &mut b);
-    let again = dials(&mut c);
+    assert_eq!(c.poll_timeout(), Some(last_dial + OUTBOUND_DIAL_INTERVAL));
+    c.handle_timeout(failed_at, &mut b);
+    assert!(dials(&mut c).is_empty(), "not at once");
+    let again = run_until(&mut c, T0 + Duration::from_secs(10), &mut b);
     assert_eq!(again.len(), 1);
-    assert_ne!(again[0].1, d[0].1, "a different address");
+    assert_eq!(again[0].0, T0 + 4000 * MS);
+    assert_ne!(again[0].2, d[0].2, "a different address");
+    // A failure long after the last dial is replaced at once: the pace is already kept.
+    let later = T0 + Duration::from_secs(30);
+    c.handle_dial_failed(later, again[0].1);
+    assert_eq!(c.poll_timeout(), Some(later));
+}
+
+#[test]
+fn a_node_refused_everywhere_dials_at_most_twice_a_second() {
+    let mut c = ConnMan::new(no_feelers(), 1, T0);
+    let list: Vec<NetAddr> = (0..40)
+        .map(|i| addr(&format!("{}.2.0.1:8333", 30 + i)))
+        .collect();
+    let mut b = book(list);
+    let mut now = T0;
+    let mut count = 0;
+    let end = T0 + Duration::from_secs(60);
+    while let Some(t) = c.poll_timeout().filter(|t| *t <= end) {
+        now = now.max(t);
+        c.handle_timeout(now, &mut b);
+        for (req, _, _) in dials(&mut c) {
+            count += 1;
+            // Every dial is refused within a millisecond.
+            c.handle_dial_failed(now + MS, req);
+        }
+        now = now + MS;
+    }
+    // 60 s at one dial per 500 ms: 121 dials (ticks at 0, 0.5, ..., 60 s), not thousands.
+    assert_eq!(count, 121);
+}
+
+#[test]
+fn recently_tried_addresses_are_skipped_early_in_a_round() {
+    let mut c = ConnMan::new(no_feelers(), 1, T0);
+    let now = T0 + Duration::from_secs(3600);
+    let recent = addr("30.2.0.1:8333");
+    let old = addr("31.2.0.1:8333");
+    // The book offers the recently tried address 29 times, then an address tried long ago.
+    let mut n = 0;
+    let mut pick = |_| {
+        n += 1;
+        if n < 30 {
+            Some((recent, Some(now - Duration::from_secs(9 * 60))))
+        } else {
+            Some((old, Some(now - Duration::from_secs(11 * 60))))
+        }
+    };
+    c.handle_timeout(now, &mut pick);
+    assert_eq!(dials(&mut c)[0].1, old);
+
+    // A book holding only recently tried addresses is still dialed after 30 draws.
+    let mut c = ConnMan::new(no_feelers(), 1, now);
+    let mut draws = 0;
+    let mut pick = |_| {
+        draws += 1;
+        Some((recent, Some(now - Duration::from_secs(60))))
+    };
+    c.handle_timeout(now, &mut pick);
+    assert_eq!(dials(&mut c)[0].1, recent);
+    assert_eq!(draws, RECENT_TRY_PICKS + 1);
+}
+
+#[test]
+fn a_round_gives_up_after_pick_tries_and_reports_starving() {
+    let mut c = ConnMan::new(no_feelers(), 1, T0);
+    let draws = std::cell::Cell::new(0);
+    let only = addr("30.2.0.1:8333");
+    // One address: connected first, then the book keeps offering it.
+    let mut pick = |_| {
+        draws.set(draws.get() + 1);
+        Some((only, None))
+    };
+    c.handle_timeout(T0, &mut pick);
+    assert_eq!(dials(&mut c).len(), 1);
+    assert_eq!(c.starved_since(), None);
+    let t = T0 + OUTBOUND_DIAL_INTERVAL;
+    draws.set(0);
+    c.handle_timeout(t, &mut pick);
+    assert!(dials(&mut c).is_empty());
+    assert_eq!(draws.get(), PICK_TRIES);
+    assert_eq!(c.starved_since(), Some(t));
+    assert_eq!(c.poll_timeout(), Some(t + OUTBOUND_DIAL_INTERVAL));
+    // Still nothing at the next tick: starving since the first empty round.
+    c.handle_timeout(t + OUTBOUND_DIAL_INTERVAL, &mut pick);
+    assert_eq!(c.starved_since(), Some(t));
+}
+
+#[test]
+fn automatic_connections_compare_by_ip_manual_ones_by_port() {
+    let mut c = ConnMan::new(no_feelers(), 1, T0);
+    let key = |_: NetGroup| 0u64;
+    // A manual peer at 30.2.0.1:18444, connected.
+    c.add_manual(T0, addr("30.2.0.1:18444")).unwrap();
+    c.handle_timeout(T0, &mut book(vec![]));
+    let d = dials(&mut c);
+    assert_eq!(d.len(), 1);
+    c.handle_dial_succeeded(T0, d[0].0, PeerId(1));
+    // An inbound peer from 32.2.0.1 (its source port is ephemeral).
+    let v = c.handle_inbound(T0, PeerId(2), addr("32.2.0.1:50123"), false, &key);
+    assert_eq!(v, InboundVerdict::Accept);
+    // The book offers the manual peer's IP at another port, then the inbound peer's listening
+    // address, then another IP.
+    let offers = [
+        addr("30.2.0.1:8333"),
+        addr("32.2.0.1:8333"),
+        addr("31.2.0.1:8333"),
+    ];
+    let mut n = 0;
+    let mut pick = |_| {
+        n += 1;
+        Some((offers[(n - 1).min(2)], None))
+    };
+    let t = T0 + OUTBOUND_DIAL_INTERVAL;
+    c.handle_timeout(t, &mut pick);
+    let d = dials(&mut c);
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        d[0].1,
+        addr("32.2.0.1:8333"),
+        "not a second connection to a dialed IP; an inbound peer's IP is no obstacle"
+    );
+    c.handle_dial_succeeded(t, d[0].0, PeerId(3));
+    let mut n = 0;
+    let mut pick = |_| {
+        n += 1;
+        Some((offers[(n - 1).min(2)], None))
+    };
+    c.handle_timeout(t + OUTBOUND_DIAL_INTERVAL, &mut pick);
+    assert_eq!(dials(&mut c)[0].1, addr("31.2.0.1:8333"));
+
+    // Manual peers: several ports of one IP are all kept up.
+    c.add_manual(T0, addr("127.0.0.1:18444")).unwrap();
+    c.add_manual(T0, addr("127.0.0.1:18445")).unwrap();
+    c.handle_timeout(T0, &mut book(vec![]));
+    let manual: Vec<NetAddr> = dials(&mut c)
+        .into_iter()
+        .filter(|d| d.2 == ConnKind::Manual)
+        .map(|d| d.1)
+        .collect();
+    assert_eq!(
+        manual,
+        vec![addr("127.0.0.1:18444"), addr("127.0.0.1:18445")]
+    );
+}
+
+#[test]
+fn a_pending_dial_blocks_its_ip_for_feelers_too() {
+    let config = Config {
+        target_outbound: 1,
+        ..Config::default()
+    };
+    let mut c = ConnMan::new(config, 3, T0);
+    let first = addr("30.2.0.1:8333");
+    c.handle_timeout(T0, &mut |_| Some((first, None)));
+    let d = dials(&mut c);
+    assert_eq!(d.len(), 1);
+    c.handle_dial_succeeded(T0, d[0].0, PeerId(1));
+    // Feelers: the book offers the same IP on another port only: no feeler goes out.
+    let feeler_at = c.timer(Timer::Feeler).unwrap();
+    c.handle_timeout(feeler_at, &mut |_| Some((addr("30.2.0.1:9999"), None)));
+    assert!(dials(&mut c).is_empty());
+    // Another IP is fine.
+    let next = c.timer(Timer::Feeler).unwrap();
+    c.handle_timeout(next, &mut |_| Some((addr("40.2.0.1:8333"), None)));
+    assert_eq!(dials(&mut c)[0].2, ConnKind::Feeler);
 }
 
 #[test]
@@ -182,14 +389,16 @@ fn manual_peers_are_limited_and_outside_the_automatic_count() {
     let list: Vec<NetAddr> = (0..40)
         .map(|i| addr(&format!("{}.2.0.1:8333", 30 + i)))
         .collect();
-    c.handle_timeout(T0, &mut book(list));
-    let d = dials(&mut c);
+    let d = run_until(&mut c, T0 + Duration::from_secs(10), &mut book(list));
+    // Manual peers are not paced: all dialed at once.
     assert_eq!(
-        d.iter().filter(|x| x.2 == ConnKind::Manual).count(),
+        d.iter()
+            .filter(|x| x.3 == ConnKind::Manual && x.0 == T0)
+            .count(),
         DEFAULT_MAX_MANUAL
     );
     assert_eq!(
-        d.iter().filter(|x| x.2 == ConnKind::Outbound).count(),
+        d.iter().filter(|x| x.3 == ConnKind::Outbound).count(),
         DEFAULT_TARGET_OUTBOUND
     );
 }
