@@ -22,6 +22,7 @@
 
 pub mod addr;
 pub mod ban;
+pub mod cost;
 pub mod misbehaviour;
 pub mod peer;
 pub mod pool;

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use bitcoin::BlockHash;
+use peerpool_core::cost::Limits;
 use peerpool_core::peer::{Nonces, PeerConfig};
 use peerpool_wire::chain::ChainParams;
 
@@ -25,6 +26,12 @@ pub struct Config {
     pub newest_block: Option<NewestBlock>,
     /// Most bytes waiting to be written to one peer before it is disconnected.
     pub max_send_buffer: usize,
+    /// Thresholds of the session cost model: past the soft limit a peer's messages are
+    /// delayed, at the hard limit it is disconnected
+    /// ([`DisconnectReason::ExcessiveCost`](crate::DisconnectReason::ExcessiveCost)). The
+    /// default follows ElectrumX (soft 1,000, hard 10,000, a unit per 5,000 bytes received);
+    /// [`Limits::unlimited`] only measures.
+    pub cost: Limits,
     /// Nonces of our outbound handshakes, for self-connection detection. Peers sharing one
     /// `Config` share it.
     pub nonces: Arc<Mutex<Nonces>>,
@@ -43,6 +50,7 @@ impl Config {
             listeners: Listeners::new(),
             newest_block: None,
             max_send_buffer: DEFAULT_MAX_SEND_BUFFER,
+            cost: Limits::default(),
             nonces: Arc::new(Mutex::new(Nonces::default())),
         }
     }
@@ -50,6 +58,12 @@ impl Config {
     /// Replaces the listeners.
     pub fn with_listeners(mut self, listeners: Listeners) -> Config {
         self.listeners = listeners;
+        self
+    }
+
+    /// Sets the thresholds of the cost model.
+    pub fn with_cost_limits(mut self, limits: Limits) -> Config {
+        self.cost = limits;
         self
     }
 
@@ -68,6 +82,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("peer", &self.peer)
             .field("max_send_buffer", &self.max_send_buffer)
+            .field("cost", &self.cost)
             .finish_non_exhaustive()
     }
 }

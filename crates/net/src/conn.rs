@@ -2,15 +2,18 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
+use peerpool_core::cost::Cost;
 use peerpool_core::peer::{DisconnectReason, PeerEvent, PeerOutput, SendToken};
-use peerpool_wire::frame::FrameDecoder;
+use peerpool_core::Time;
+use peerpool_wire::frame::{Frame, FrameDecoder, HEADER_LEN};
 use peerpool_wire::message::{command_of, encode_message};
 use peerpool_wire::{Command, MessageKind};
 use tokio::net::TcpStream;
-use tracing::{debug, trace};
+use tracing::{debug, info, trace};
 
 use crate::clock;
 use crate::peer::{lock_nonces, Peer, Slot};
@@ -43,6 +46,11 @@ struct Conn {
     marks: Vec<(u64, SendToken)>,
     /// Frames queued since the last on_write callback (only kept when that hook is set).
     write_hooks: Vec<(usize, Command)>,
+    /// The session's own cost; published to [`crate::peer::Session`] at every charge.
+    cost: Cost,
+    /// A received frame waiting out its cost delay, and when it may be handled. Nothing more
+    /// is read meanwhile: a costly peer's backlog waits in its own socket.
+    held: Option<(Frame, Time)>,
 }
 
 /// Marks the peer finished if its task ends without doing so itself, which only happens when a
@@ -75,6 +83,8 @@ pub(crate) async fn run(peer: Peer, stream: TcpStream) {
         written_total: 0,
         marks: Vec::new(),
         write_hooks: Vec::new(),
+        cost: Cost::new(clock::now()),
+        held: None,
     };
     let reason = conn.drive().await;
     // Best effort: whatever was queued before the decision to disconnect.
@@ -125,10 +135,13 @@ impl Conn {
                     .reset(clock::instant_of(deadline.unwrap_or_else(far)));
             }
             let want_write = self.wpos < self.wbuf.len();
+            let resume_at = self.held.as_ref().map(|(_, at)| *at);
+            let resume = clock::instant_of(resume_at.unwrap_or_else(far));
             tokio::select! {
                 biased;
                 _ = self.peer.inner.wake.notified() => {}
-                r = self.stream.readable() => {
+                () = tokio::time::sleep_until(resume), if resume_at.is_some() => self.resume(),
+                r = self.stream.readable(), if resume_at.is_none() => {
                     if let Err(reason) = r.map_err(io_reason).and_then(|()| self.read()) {
                         self.disconnect(reason);
                     }
@@ -152,6 +165,37 @@ impl Conn {
         if let Slot::Running(r) = &mut *self.peer.lock() {
             r.machine.disconnect(clock::now(), reason);
         }
+        self.peer
+            .inner
+            .session
+            .closing
+            .store(true, Ordering::Relaxed);
+    }
+
+    /// Adds `units` to the session's cost and publishes it; at the hard limit, disconnects.
+    /// Returns the session's own cost, or `None` once it is to be disconnected.
+    fn charge(&mut self, now: Time, units: f64) -> Option<f64> {
+        let limits = &self.peer.inner.config.cost;
+        let own = self.cost.charge(now, units, limits.half_life);
+        self.peer.inner.session.publish_cost(&self.cost);
+        if limits.exceeded(own) {
+            debug!(cost = own, limit = limits.hard, "cost over the hard limit");
+            // Saturating conversions: the figures are for display.
+            self.disconnect(DisconnectReason::ExcessiveCost {
+                cost: own as u64,
+                limit: limits.hard as u64,
+            });
+            return None;
+        }
+        Some(own)
+    }
+
+    /// Handles the frame that waited out its delay, then whatever else is buffered.
+    fn resume(&mut self) {
+        if let Some((frame, _)) = self.held.take() {
+            self.handle_frame(clock::now(), frame);
+        }
+        self.frames();
     }
 
     /// Reads what the socket has, frames it and feeds the frames to the machine.
@@ -159,6 +203,10 @@ impl Conn {
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             for _ in 0..READS_PER_TURN {
+                if self.held.is_some() {
+                    // A delayed frame: read nothing more until it is handled.
+                    break;
+                }
                 // Inside a payload, read no further than its end: the decoder sized the buffer
                 // for exactly that payload, and bytes beyond it would make it reallocate.
                 let needed = self.decoder.needed(self.rbuf.len());
@@ -190,7 +238,7 @@ impl Conn {
                     Ok(n) => {
                         self.rbuf.extend_from_slice(&scratch[..n]);
                         self.frames();
-                        if n < limit {
+                        if n < limit || self.held.is_some() {
                             break;
                         }
                     }
@@ -209,33 +257,29 @@ impl Conn {
     }
 
     fn frames(&mut self) {
-        let listeners = &self.peer.inner.config.listeners;
         // One clock reading per batch: frames read together arrived together.
         let now = clock::now();
-        loop {
+        while self.held.is_none() {
             let before = self.rbuf.len();
             let result = self.decoder.decode(&mut self.rbuf);
             match result {
                 Ok(None) => return,
                 Ok(Some(frame)) => {
-                    let wire_len = frame.wire_len();
-                    let kind = MessageKind::from_command(frame.command.as_str());
-                    debug!(command = %frame.command, bytes = wire_len, "recv");
-                    if tracing::enabled!(tracing::Level::TRACE) {
-                        trace!("recv {}:\n{}", frame.command, hexdump(&frame.payload));
-                    }
-                    if let Slot::Running(r) = &mut *self.peer.lock() {
-                        r.machine.handle_frame_of_kind(
-                            now,
-                            kind,
-                            frame.command,
-                            &frame.payload,
-                            wire_len,
-                            listeners.wants(kind),
-                        );
-                    }
-                    if let Some(f) = &listeners.on_read {
-                        f(&self.peer, wire_len, frame.command);
+                    let limits = &self.peer.inner.config.cost;
+                    let units = limits.units_of_bytes(frame.wire_len());
+                    let Some(own) = self.charge(now, units) else {
+                        // Disconnecting: nothing more from this peer is handled.
+                        self.rbuf.clear();
+                        return;
+                    };
+                    let limits = &self.peer.inner.config.cost;
+                    let share = self.peer.inner.session.group_share();
+                    let wait = limits.delay(own + share, frame.wire_len());
+                    if wait.is_zero() {
+                        self.handle_frame(now, frame);
+                    } else {
+                        trace!(?wait, cost = own + share, "costly session: message delayed");
+                        self.held = Some((frame, now + wait));
                     }
                 }
                 Err(e) => {
@@ -253,12 +297,42 @@ impl Conn {
         }
     }
 
+    fn handle_frame(&mut self, now: Time, frame: Frame) {
+        let listeners = &self.peer.inner.config.listeners;
+        let wire_len = frame.wire_len();
+        let kind = MessageKind::from_command(frame.command.as_str());
+        debug!(command = %frame.command, bytes = wire_len, "recv");
+        if self.peer.inner.session.logged.load(Ordering::Relaxed) {
+            info!(session = %self.peer.inner.id, command = %frame.command, bytes = wire_len, "message received");
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                debug!("received {}:\n{}", frame.command, hexdump(&frame.payload));
+            }
+        } else if tracing::enabled!(tracing::Level::TRACE) {
+            trace!("recv {}:\n{}", frame.command, hexdump(&frame.payload));
+        }
+        if let Slot::Running(r) = &mut *self.peer.lock() {
+            r.machine.handle_frame_of_kind(
+                now,
+                kind,
+                frame.command,
+                &frame.payload,
+                wire_len,
+                listeners.wants(kind),
+            );
+        }
+        if let Some(f) = &listeners.on_read {
+            f(&self.peer, wire_len, frame.command);
+        }
+    }
+
     /// Carries out the machine's outputs: sends are encoded into the write buffer under the
     /// lock, events are dispatched to listeners without it. Returns the disconnect reason once
     /// the machine decides to close.
     fn drain(&mut self) -> Option<DisconnectReason> {
         let magic = self.peer.inner.config.peer.chain.magic;
         let hooks = self.peer.inner.config.listeners.on_write.is_some();
+        let logged = self.peer.inner.session.logged.load(Ordering::Relaxed);
+        let id = self.peer.inner.id;
         // One clock reading per drain: everything drained here leaves in the same write.
         let now = clock::now();
         loop {
@@ -271,8 +345,12 @@ impl Conn {
                     match r.machine.poll_output() {
                         Some(PeerOutput::Send { message, token }) => {
                             let kind = MessageKind::of(&message);
+                            let start = self.wbuf.len();
                             let n = encode_message(magic, &message, &mut self.wbuf);
                             debug!(command = %kind, bytes = n, "send");
+                            if logged {
+                                log_sent(id, kind, &self.wbuf[start..]);
+                            }
                             r.machine.handle_sent(now, kind, n);
                             self.queued_total += n as u64;
                             if let Some(t) = token {
@@ -344,9 +422,23 @@ impl Conn {
             }
             PeerEvent::Misbehaved { what, score } => {
                 debug!(score, "misbehaviour: {what}");
+                self.peer
+                    .inner
+                    .session
+                    .errors
+                    .fetch_add(1, Ordering::Relaxed);
+                let units = self
+                    .peer
+                    .inner
+                    .config
+                    .cost
+                    .units_of_misbehaviour(what.score());
                 for f in &listeners.on_misbehaviour {
                     f(&self.peer, &what, score);
                 }
+                // The reports go out first: the pool's ban manager weighs the misbehaviour even
+                // if its cost ends the connection.
+                let _ = self.charge(clock::now(), units);
             }
         }
     }
@@ -400,6 +492,16 @@ impl Conn {
                 }
             }
         }
+    }
+}
+
+/// Logs a message being sent on a logged session: command and size at `info`, bytes at
+/// `debug`. `frame` is the encoded frame, header included.
+fn log_sent(id: crate::PeerId, kind: MessageKind, frame: &[u8]) {
+    info!(session = %id, command = %kind, bytes = frame.len(), "message sent");
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let payload = frame.get(HEADER_LEN..).unwrap_or_default();
+        debug!("sent {kind}:\n{}", hexdump(payload));
     }
 }
 

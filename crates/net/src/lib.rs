@@ -35,6 +35,18 @@
 //! memory. Each frame goes through the peer machine; its outputs are encoded into one write
 //! buffer, so everything produced by one input leaves in one write. A peer whose unwritten bytes
 //! exceed [`Config::max_send_buffer`] is disconnected: memory per peer is bounded.
+//!
+//! ## Session cost and priority
+//! Each connection charges itself for what it receives (one unit per 5,000 bytes, and ten per
+//! point of ban score its misbehaviour earns; see [`peerpool_core::cost`]), decaying with a
+//! half-life of a minute. Only received bytes count: what we send a peer is mostly our own
+//! choice (relay), and a peer must not be cut off for what we decided to announce. Past the
+//! soft limit of [`Config::cost`] a received message waits before it is handled, and the task
+//! reads nothing more meanwhile, so a costly peer's backlog stays in its own socket while the
+//! other connections' tasks run at full speed; at the hard limit the peer is disconnected
+//! ([`DisconnectReason::ExcessiveCost`]). A pool adds to each connection a share of its network
+//! group's cost, recomputed every second. The per-message work is a few atomic loads and
+//! stores, no lock. [`Peer::set_message_logging`] logs every message of one connection.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bitcoin::hashes::sha256d;
@@ -18,6 +18,9 @@ use peerpool_core::peer::{
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 use tracing::Instrument;
+
+use peerpool_core::cost::Cost;
+use peerpool_core::Time;
 
 use crate::clock;
 use crate::config::Config;
@@ -60,6 +63,56 @@ pub(crate) struct Inner {
     pub(crate) finished: Notify,
     /// A count of live peers (an accept loop's) to decrement when this one finishes.
     pub(crate) live: Option<Arc<AtomicUsize>>,
+    /// What the connection task and its owners share without taking the lock.
+    pub(crate) session: Session,
+}
+
+/// Per-connection state read and written without the peer's lock: the connection task checks
+/// it for every message, so it is all atomics.
+#[derive(Debug, Default)]
+pub(crate) struct Session {
+    /// Every message in and out is logged.
+    pub(crate) logged: AtomicBool,
+    /// A disconnect was asked and the connection has not ended yet.
+    pub(crate) closing: AtomicBool,
+    /// Misbehaviour reports against the peer.
+    pub(crate) errors: AtomicU32,
+    /// The session's own cost (`f64` bits) as of `cost_at`, published by the connection task.
+    pub(crate) cost_bits: AtomicU64,
+    /// When `cost_bits` was computed, microseconds since the UNIX epoch.
+    pub(crate) cost_at: AtomicU64,
+    /// The part of its network group's cost charged to the session (`f64` bits), written by
+    /// the pool's driver.
+    pub(crate) group_share_bits: AtomicU64,
+}
+
+impl Session {
+    pub(crate) fn publish_cost(&self, cost: &Cost) {
+        let (value, at) = cost.parts();
+        self.cost_bits.store(value.to_bits(), Ordering::Relaxed);
+        self.cost_at.store(at.as_micros(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn own_cost(&self) -> Cost {
+        Cost::from_parts(
+            f64::from_bits(self.cost_bits.load(Ordering::Relaxed)),
+            Time::from_micros(self.cost_at.load(Ordering::Relaxed)),
+        )
+    }
+
+    pub(crate) fn group_share(&self) -> f64 {
+        let share = f64::from_bits(self.group_share_bits.load(Ordering::Relaxed));
+        if share.is_finite() {
+            share.max(0.0)
+        } else {
+            0.0
+        }
+    }
+
+    pub(crate) fn set_group_share(&self, share: f64) {
+        self.group_share_bits
+            .store(share.to_bits(), Ordering::Relaxed);
+    }
 }
 
 /// One connection speaking the Bitcoin P2P protocol. Cheap to clone; all clones are the same
@@ -111,6 +164,7 @@ impl Peer {
                 wake: Notify::new(),
                 finished: Notify::new(),
                 live,
+                session: Session::default(),
             }),
         }
     }
@@ -340,6 +394,62 @@ impl Peer {
             .unwrap_or(false)
     }
 
+    /// Turns logging of every message sent and received on or off: each is logged at `info`
+    /// with the peer id, command and size, and its bytes at `debug`.
+    pub fn set_message_logging(&self, on: bool) {
+        self.inner.session.logged.store(on, Ordering::Relaxed);
+    }
+
+    /// Turns message logging on if it was off and off if it was on; returns whether it is now
+    /// on.
+    pub fn toggle_message_logging(&self) -> bool {
+        !self.inner.session.logged.fetch_xor(true, Ordering::Relaxed)
+    }
+
+    /// Whether every message sent and received is logged.
+    pub fn message_logging(&self) -> bool {
+        self.inner.session.logged.load(Ordering::Relaxed)
+    }
+
+    /// Whether a disconnect was asked (by us or by the peer machine) and the connection has
+    /// not ended yet.
+    pub fn is_closing(&self) -> bool {
+        self.inner.session.closing.load(Ordering::Relaxed)
+    }
+
+    /// How many times the peer misbehaved on this connection.
+    pub fn misbehaviour_reports(&self) -> u32 {
+        self.inner.session.errors.load(Ordering::Relaxed)
+    }
+
+    /// The connection's own cost (see [`peerpool_core::cost`]), decayed to now.
+    pub fn cost(&self) -> f64 {
+        self.inner
+            .session
+            .own_cost()
+            .at(clock::now(), self.inner.config.cost.half_life)
+    }
+
+    /// The part of its network group's cost charged to the connection (set by a pool; 0 for a
+    /// peer outside one).
+    pub fn group_cost(&self) -> f64 {
+        self.inner.session.group_share()
+    }
+
+    /// The connection's priority from its effective cost (own plus group share): 1 is the
+    /// best; see [`peerpool_core::cost::Limits::priority`].
+    pub fn priority(&self) -> u32 {
+        self.inner
+            .config
+            .cost
+            .priority(self.cost() + self.group_cost())
+    }
+
+    /// Sets the part of its network group's cost charged to the connection.
+    pub(crate) fn set_group_cost(&self, share: f64) {
+        self.inner.session.set_group_share(share);
+    }
+
     /// Closes the connection. Safe to call at any time, any number of times.
     pub fn disconnect(&self) {
         self.disconnect_with(DisconnectReason::Requested);
@@ -356,6 +466,7 @@ impl Peer {
             Slot::Running(r) => {
                 r.machine.disconnect(clock::now(), reason);
                 drop(slot);
+                self.inner.session.closing.store(true, Ordering::Relaxed);
                 self.inner.wake.notify_one();
             }
             Slot::Finished { .. } => {}
@@ -415,6 +526,7 @@ impl Peer {
                 reason,
                 stats: stats.map(Box::new),
             };
+            self.inner.session.closing.store(false, Ordering::Relaxed);
         }
         self.inner.finished.notify_waiters();
     }

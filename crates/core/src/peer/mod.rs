@@ -173,6 +173,14 @@ pub enum DisconnectReason {
         /// Bytes waiting to be written.
         queued: usize,
     },
+    /// The session's cost (bandwidth and misbehaviour, decayed over time) reached the hard
+    /// limit; see [`crate::cost`].
+    ExcessiveCost {
+        /// The cost, in units.
+        cost: u64,
+        /// The hard limit.
+        limit: u64,
+    },
 }
 
 impl DisconnectReason {
@@ -221,6 +229,9 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::Banned => f.write_str("address banned"),
             DisconnectReason::SendQueueFull { queued } => {
                 write!(f, "peer not reading: {queued} bytes queued")
+            }
+            DisconnectReason::ExcessiveCost { cost, limit } => {
+                write!(f, "excessive cost: {cost} units, limit {limit}")
             }
         }
     }

@@ -40,6 +40,7 @@
 
 mod bucket;
 pub mod codec;
+mod entries;
 mod entry;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,6 @@
 //! The driver task: the only owner of the pool machine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -10,8 +10,9 @@ use bitcoin::p2p::address::{AddrV2, AddrV2Message, Address};
 use bitcoin::p2p::message::NetworkMessage;
 use bitcoin::p2p::ServiceFlags;
 use peerpool_core::addr::NetAddr;
-use peerpool_core::pool::addrman::{AddrMan, AddrRecord};
-use peerpool_core::pool::connman::ReqId;
+use peerpool_core::cost::{group_label, group_shares};
+use peerpool_core::pool::addrman::{AddrMan, AddrRecord, Placement};
+use peerpool_core::pool::connman::{ConnError, ReqId};
 use peerpool_core::pool::machine::{Output, PoolEvent as CoreEvent, Refused};
 use peerpool_core::pool::PoolMachine;
 use peerpool_core::{Misbehaviour, Time};
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use super::handle::{AddrManInfo, Command, PeerDetails};
+use super::handle::{AddrManInfo, Command, KnownAddress, NetTotals, PeerDetails, SessionInfo};
 use super::io::{Accepted, Dialer};
 use super::store::{Snapshot, Store};
 use super::{bare_info, peer_info, Config, PeerConfigRef, SHUTDOWN_GRACE};
@@ -101,6 +102,15 @@ pub(crate) struct Driver {
     save_interval: Duration,
     max_inbound: Option<usize>,
     stopping: bool,
+    /// Seed addresses added again when the machine asks ([`Output::Reseed`]).
+    seeds: Vec<NetAddr>,
+    /// Resolver and proxy for DNS seeding on [`Output::Reseed`]; `None` when DNS seeding is
+    /// off (or connect-only).
+    dns_reseed: Option<(Option<SeedResolver>, Option<SocketAddr>)>,
+    /// Off after `setnetworkactive false`: no peers, no dials, no inbound.
+    network_active: bool,
+    /// Traffic of connections already closed, for [`NetTotals`].
+    closed_traffic: NetTotals,
 }
 
 impl Driver {
@@ -192,6 +202,11 @@ impl Driver {
             save_interval: config.save_interval,
             max_inbound: config.max_inbound,
             stopping: false,
+            seeds: config.seeds.clone(),
+            dns_reseed: (config.dns_seed && !config.machine.connman.connect_only)
+                .then(|| (config.seed_resolver.clone(), config.proxy)),
+            network_active: true,
+            closed_traffic: NetTotals::default(),
         };
         let connect_only = config.machine.connman.connect_only;
         if config.dns_seed && !connect_only && driver.machine.addrman().is_empty() {
@@ -234,6 +249,18 @@ impl Driver {
         });
     }
 
+    /// The book has nothing usable left: seed it again, as at start.
+    fn reseed(&mut self) {
+        let now = clock::now();
+        for a in &self.seeds {
+            self.machine
+                .add_addresses(now, &[(*a, ServiceFlags::NONE, now)], *a);
+        }
+        if let Some((resolver, proxy)) = self.dns_reseed.clone() {
+            self.seed_from_dns(resolver, proxy);
+        }
+    }
+
     pub(crate) async fn run(mut self) {
         let far = || clock::now() + Duration::from_secs(86_400);
         let sleep = tokio::time::sleep_until(clock::instant_of(far()));
@@ -242,6 +269,8 @@ impl Driver {
         let period = self.save_interval.max(Duration::from_millis(1));
         let mut save_tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut cost_tick = tokio::time::interval(GROUP_COST_INTERVAL);
+        cost_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.drain();
             let deadline = self.machine.poll_timeout();
@@ -263,6 +292,7 @@ impl Driver {
                 Some(a) = self.inputs.inbound.recv() => self.on_inbound(a),
                 Some(n) = self.chatter_rx.recv() => self.on_chatter(n),
                 _ = save_tick.tick() => self.save(None),
+                _ = cost_tick.tick() => self.share_group_costs(),
             }
         }
         self.shut_down().await;
@@ -303,7 +333,11 @@ impl Driver {
     }
 
     fn closed(&mut self, now: Time, peer: PeerId, reason: DisconnectReason) {
-        if self.peers.remove(&peer).is_some() {
+        if let Some(e) = self.peers.remove(&peer) {
+            if let Some(s) = e.peer.stats() {
+                self.closed_traffic.bytes_sent += s.bytes_sent;
+                self.closed_traffic.bytes_recv += s.bytes_recv;
+            }
             debug!(%peer, %reason, "connection closed");
             self.machine.handle_disconnected(now, peer, reason);
         }
@@ -341,6 +375,10 @@ impl Driver {
     fn on_inbound(&mut self, accepted: Accepted) {
         let now = clock::now();
         let addr = NetAddr::from_socket(accepted.addr);
+        if !self.network_active {
+            debug!(%addr, "inbound refused: network activity is off");
+            return;
+        }
         if let Some(cap) = self.max_inbound {
             if self.machine.connman().inbound_count() >= cap {
                 debug!(%addr, "inbound refused: the inbound cap of {cap} is reached");
@@ -489,6 +527,64 @@ impl Driver {
                 let _ = reply.send(added);
             }
             Command::Save(reply) => self.save(Some(reply)),
+            Command::NodeAddresses(count, network, reply) => {
+                let mut all: Vec<_> = self
+                    .machine
+                    .addrman()
+                    .entries()
+                    .filter(|e| network.map_or(true, |n| e.addr.network() == n))
+                    .filter(|e| !e.is_terrible(now))
+                    .collect();
+                fastrand::shuffle(&mut all);
+                if count != 0 {
+                    all.truncate(count);
+                }
+                let _ = reply.send(all);
+            }
+            Command::NetTotals(reply) => {
+                let mut totals = self.closed_traffic;
+                for s in self.peers.values().filter_map(|e| e.peer.stats()) {
+                    totals.bytes_sent += s.bytes_sent;
+                    totals.bytes_recv += s.bytes_recv;
+                }
+                let _ = reply.send(totals);
+            }
+            Command::SetNetworkActive(active, reply) => {
+                if active != self.network_active {
+                    info!(active, "network activity set");
+                    self.network_active = active;
+                }
+                if !active {
+                    for e in self.peers.values() {
+                        e.peer.disconnect_with(DisconnectReason::Requested);
+                    }
+                }
+                let _ = reply.send(());
+            }
+            Command::NetworkActive(reply) => {
+                let _ = reply.send(self.network_active);
+            }
+            Command::Sessions(reply) => {
+                let _ = reply.send(self.sessions());
+            }
+            Command::ToggleLog(peer, reply) => {
+                let _ = reply.send(self.toggle_log(peer));
+            }
+            Command::KnownAddresses(reply) => {
+                let _ = reply.send(self.known_addresses(now));
+            }
+            Command::SendMessage(peer, msg, reply) => {
+                let _ = reply.send(self.send_message(peer, *msg));
+            }
+            Command::PingAll(reply) => {
+                let mut sent = 0;
+                for e in self.peers.values().filter(|e| e.joined) {
+                    e.peer
+                        .queue_message(NetworkMessage::Ping(fastrand::u64(1..)), None);
+                    sent += 1;
+                }
+                let _ = reply.send(sent);
+            }
         }
     }
 
@@ -505,6 +601,14 @@ impl Driver {
         match output {
             Output::Dial { req, addr, kind } => {
                 if self.stopping {
+                    return;
+                }
+                if !self.network_active {
+                    // Answered at once, as a failed dial, so no slot waits on it.
+                    let _ = self.lifecycle_tx.send(Lifecycle::Dialed {
+                        req,
+                        result: Err(io::Error::other("network activity is off")),
+                    });
                     return;
                 }
                 debug!(%req, %addr, kind = kind.as_str(), "dialing");
@@ -537,6 +641,7 @@ impl Driver {
                 }
             }
             Output::Event(event) => self.publish(event),
+            Output::Reseed => self.reseed(),
         }
     }
 
@@ -678,6 +783,101 @@ impl Driver {
             );
         } else {
             info!("pool stopped");
+        }
+    }
+}
+
+/// How often the driver recomputes the group share of every session's cost. Sessions read
+/// their share from an atomic, so the hot path never waits for the driver.
+const GROUP_COST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The admin interface's queries and the per-group cost.
+impl Driver {
+    fn details_of(&self, id: PeerId, e: &Entry) -> PeerDetails {
+        PeerDetails {
+            id,
+            addr: e.addr,
+            direction: e.peer.direction(),
+            kind: self
+                .machine
+                .connman()
+                .connection(id)
+                .map_or(super::ConnKind::Inbound, |c| c.kind),
+            permissions: self.machine.permissions(id).to_vec(),
+            joined: e.joined,
+            stats: e.peer.stats(),
+        }
+    }
+
+    fn sessions(&self) -> Vec<SessionInfo> {
+        let limits = &self.peer_config.cost;
+        self.peers
+            .iter()
+            .map(|(id, e)| {
+                let cost = e.peer.cost();
+                let group_cost = e.peer.group_cost();
+                SessionInfo {
+                    details: self.details_of(*id, e),
+                    netgroup: group_label(&e.addr),
+                    cost,
+                    group_cost,
+                    priority: limits.priority(cost + group_cost),
+                    logged: e.peer.message_logging(),
+                    closing: e.peer.is_closing(),
+                    errors: e.peer.misbehaviour_reports(),
+                }
+            })
+            .collect()
+    }
+
+    fn toggle_log(&self, peer: PeerId) -> Option<bool> {
+        let e = self.peers.get(&peer)?;
+        let logged = e.peer.toggle_message_logging();
+        info!(%peer, addr = %e.addr, logged, "message logging toggled");
+        Some(logged)
+    }
+
+    fn known_addresses(&self, now: Time) -> Vec<KnownAddress> {
+        let connected: BTreeSet<NetAddr> = self.peers.values().map(|e| e.addr).collect();
+        self.machine
+            .addrman()
+            .listing()
+            .into_iter()
+            .map(|i| KnownAddress {
+                addr: i.addr,
+                source: i.source,
+                tried: matches!(i.placement, Placement::Tried),
+                attempts: i.attempts,
+                last_try: i.last_try,
+                last_success: i.last_success,
+                services: i.services,
+                connected: connected.contains(&i.addr),
+                banned: self.machine.banman().is_banned(&i.addr, now),
+            })
+            .collect()
+    }
+
+    fn send_message(&self, peer: PeerId, msg: NetworkMessage) -> Result<(), ConnError> {
+        let e = self.peers.get(&peer).ok_or(ConnError::NotConnected)?;
+        if e.peer.disconnect_reason().is_some() {
+            return Err(ConnError::NotConnected);
+        }
+        e.peer.queue_message(msg, None);
+        Ok(())
+    }
+
+    /// Charges each session its share of its network group's cost.
+    fn share_group_costs(&self) {
+        let costs: Vec<_> = self
+            .peers
+            .iter()
+            .map(|(id, e)| (*id, e.addr.group(), e.peer.cost()))
+            .collect();
+        let shares = group_shares(&costs, self.peer_config.cost.group_share);
+        for (id, share) in shares {
+            if let Some(e) = self.peers.get(&id) {
+                e.peer.set_group_cost(share);
+            }
         }
     }
 }

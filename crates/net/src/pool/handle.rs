@@ -3,11 +3,14 @@
 use std::io;
 use std::time::Duration;
 
+use bitcoin::p2p::message::NetworkMessage;
+use bitcoin::p2p::ServiceFlags;
 use peerpool_core::addr::{NetAddr, Network};
-use peerpool_core::pool::addrman::TableCounts;
+use peerpool_core::pool::addrman::{AddrInfo, TableCounts};
 use peerpool_core::pool::banman::{BanEntry, Subnet};
 use peerpool_core::pool::connman::{ConnError, ConnKind, ManualPeer};
 use peerpool_core::pool::machine::Permission;
+use peerpool_core::Time;
 use peerpool_wire::MessageKind;
 use tokio::sync::{mpsc, oneshot};
 
@@ -56,6 +59,62 @@ pub struct AddrManInfo {
     pub total: TableCounts,
 }
 
+/// Traffic over every connection since the pool started, closed ones included (for
+/// `getnettotals`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetTotals {
+    /// Bytes sent, message headers included.
+    pub bytes_sent: u64,
+    /// Bytes received, message headers included.
+    pub bytes_recv: u64,
+}
+
+/// A connection as the admin interface shows it (`sessions`).
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    /// Id, address, direction, kind, permissions, handshake and statistics (user agent,
+    /// messages and bytes each way, connection time).
+    pub details: PeerDetails,
+    /// The peer's network group as operators read it (IPv4 /16, IPv6 /32, ...; see
+    /// [`peerpool_core::cost::group_label`]).
+    pub netgroup: String,
+    /// The session's own cost, decayed to now (see [`peerpool_core::cost`]).
+    pub cost: f64,
+    /// The part of its group's cost charged to it.
+    pub group_cost: f64,
+    /// Its priority from its cost: 1 is the best a peer gets.
+    pub priority: u32,
+    /// Every message in and out is being logged.
+    pub logged: bool,
+    /// A disconnect was asked and the socket is not closed yet.
+    pub closing: bool,
+    /// Misbehaviour reports against this session.
+    pub errors: u32,
+}
+
+/// An address-book entry as the admin interface shows it (`peers`).
+#[derive(Clone, Debug)]
+pub struct KnownAddress {
+    /// The address.
+    pub addr: NetAddr,
+    /// Who told us about it.
+    pub source: NetAddr,
+    /// In the tried table (connected successfully once).
+    pub tried: bool,
+    /// Failed attempts since the last success.
+    pub attempts: u32,
+    /// Our last connection attempt.
+    pub last_try: Option<Time>,
+    /// Our last successful connection.
+    pub last_success: Option<Time>,
+    /// Services it was last announced or seen with.
+    pub services: ServiceFlags,
+    /// A connection to (or from) it is open.
+    pub connected: bool,
+    /// It is in a banned subnet.
+    pub banned: bool,
+}
+
 type Reply<T> = oneshot::Sender<T>;
 
 /// What a handle asks the driver.
@@ -76,6 +135,15 @@ pub(crate) enum Command {
     AddrManInfo(Reply<AddrManInfo>),
     AddAddresses(Vec<NetAddr>, Reply<usize>),
     Save(Reply<io::Result<()>>),
+    NodeAddresses(usize, Option<Network>, Reply<Vec<AddrInfo>>),
+    NetTotals(Reply<NetTotals>),
+    SetNetworkActive(bool, Reply<()>),
+    NetworkActive(Reply<bool>),
+    PingAll(Reply<usize>),
+    Sessions(Reply<Vec<SessionInfo>>),
+    ToggleLog(PeerId, Reply<Option<bool>>),
+    KnownAddresses(Reply<Vec<KnownAddress>>),
+    SendMessage(PeerId, Box<NetworkMessage>, Reply<Result<(), ConnError>>),
 }
 
 /// Commands and requests to a pool. Cheap to clone; every method waits for the driver's
@@ -191,6 +259,65 @@ impl PoolHandle {
     /// took a new place.
     pub async fn add_addresses(&self, addrs: Vec<NetAddr>) -> Result<usize, PoolError> {
         self.ask(|r| Command::AddAddresses(addrs, r)).await
+    }
+
+    /// A random sample of at most `count` addresses from the address book (0: all of them),
+    /// optionally of one network, leaving out entries not worth relaying (`getnodeaddresses`).
+    pub async fn node_addresses(
+        &self,
+        count: usize,
+        network: Option<Network>,
+    ) -> Result<Vec<AddrInfo>, PoolError> {
+        self.ask(|r| Command::NodeAddresses(count, network, r))
+            .await
+    }
+
+    /// Bytes sent and received since the pool started, over open and closed connections
+    /// (`getnettotals`).
+    pub async fn net_totals(&self) -> Result<NetTotals, PoolError> {
+        self.ask(Command::NetTotals).await
+    }
+
+    /// Turns all P2P activity off or back on (`setnetworkactive`). Off: every peer is
+    /// disconnected, inbound connections are refused and no dial is made.
+    pub async fn set_network_active(&self, active: bool) -> Result<(), PoolError> {
+        self.ask(|r| Command::SetNetworkActive(active, r)).await
+    }
+
+    /// Whether P2P activity is on (`getnetworkinfo`'s `networkactive`).
+    pub async fn network_active(&self) -> Result<bool, PoolError> {
+        self.ask(Command::NetworkActive).await
+    }
+
+    /// Sends a `ping` to every peer that completed the handshake (`ping`); how many.
+    pub async fn ping_all(&self) -> Result<usize, PoolError> {
+        self.ask(Command::PingAll).await
+    }
+
+    /// Every connection with its cost, priority and flags (the admin `sessions` command).
+    pub async fn sessions(&self) -> Result<Vec<SessionInfo>, PoolError> {
+        self.ask(Command::Sessions).await
+    }
+
+    /// Toggles message logging of a session; `None` if there is no such session, else whether
+    /// it is now logged.
+    pub async fn toggle_log(&self, peer: PeerId) -> Result<Option<bool>, PoolError> {
+        self.ask(|r| Command::ToggleLog(peer, r)).await
+    }
+
+    /// Every address in the address book with its state (the admin `peers` command): tried
+    /// first, most recent success first.
+    pub async fn known_addresses(&self) -> Result<Vec<KnownAddress>, PoolError> {
+        self.ask(Command::KnownAddresses).await
+    }
+
+    /// Sends a message to a connected peer (the bus's messages towards the pool). Returns once
+    /// it is queued; a message queued before the handshake completes goes out after it. Fails
+    /// with [`ConnError::NotConnected`] if there is no such peer.
+    pub async fn send_message(&self, peer: PeerId, msg: NetworkMessage) -> Result<(), PoolError> {
+        Ok(self
+            .ask(|r| Command::SendMessage(peer, Box::new(msg), r))
+            .await??)
     }
 
     /// Saves the address book and ban list now, waiting for the files to be written (they are

@@ -83,7 +83,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use handle::{AddrManInfo, PeerDetails, PoolError, PoolHandle};
+pub use handle::{
+    AddrManInfo, KnownAddress, NetTotals, PeerDetails, PoolError, PoolHandle, SessionInfo,
+};
 pub use peerpool_core::pool::banman::{BanEntry, BanReason, Subnet};
 pub use peerpool_core::pool::connman::{ConnError, ConnKind, ManualPeer};
 pub use peerpool_core::pool::machine::{Permission, WhitelistEntry};
