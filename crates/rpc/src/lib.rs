@@ -1,5 +1,5 @@
 //! The RPC listeners of a peerpool daemon, each a thin layer over a running pool's
-//! [`PoolHandle`](peerpool_net::pool::PoolHandle):
+//! [`PoolHandle`]:
 //!
 //! - [`node`]: Bitcoin Core-compatible JSON-RPC over HTTP (`getpeerinfo`, `addnode`, ...),
 //!   with cookie and `rpcauth` credentials and Prometheus metrics on `GET /metrics`;

@@ -1,1 +1,491 @@
-//! Bitcoin Core-compatible JSON-RPC over HTTP.
+//! Bitcoin Core-compatible JSON-RPC over HTTP: `getpeerinfo`, `addnode`, `setban`, ...
+//!
+//! Start reading at [`Server::start`]. The server answers the way Bitcoin Core did before
+//! version 28, so that existing clients (bitcoin-cli, python-bitcoinrpc's `AuthServiceProxy`,
+//! monitoring scripts) work unchanged:
+//!
+//! - every reply is an object with `result`, `error` and `id` (`id` null when the request had
+//!   none), whatever the request's `jsonrpc` member says;
+//! - `Content-Type: application/json`; HTTP 200 on success, 500 on an RPC error except 404
+//!   for an unknown method and 400 for an invalid request object; a batch (a JSON array) is
+//!   answered with HTTP 200 and an array of replies in request order;
+//! - parameters positional or named; `POST /` and `POST /wallet/<name>` served alike;
+//! - HTTP Basic credentials ([`auth`]); bad or missing ones get 401 with `WWW-Authenticate`,
+//!   after [`AUTH_FAILURE_DELAY`] for wrong ones.
+//!
+//! With [`Config::strict_jsonrpc2`] (off by default), requests that say `"jsonrpc": "2.0"`
+//! get Bitcoin Core 28's JSON-RPC 2.0 replies instead: `jsonrpc` echoed, `result` or `error`
+//! only, HTTP 200 for RPC errors, and no reply at all to notifications (requests without an
+//! `id`).
+//!
+//! Connections are kept alive. Every request must arrive whole within [`Config::timeout`]
+//! (headers and body), bodies are capped at [`Config::max_body`], and at most
+//! [`Config::work_queue`] requests run at once (more get HTTP 503, as Core's work queue).
+//!
+//! `GET /metrics` serves [`metrics`] without credentials.
+
+pub mod auth;
+pub mod client;
+pub mod error;
+mod methods;
+pub mod metrics;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+pub use auth::{Cookie, Credentials, RpcAuth};
+pub use error::RpcError;
+pub use methods::DEFAULT_BANTIME;
+pub use metrics::Metrics;
+/// The JSON library of requests and replies, for callers of [`client`].
+pub use serde_json;
+
+use crate::Daemon;
+
+/// Delay before answering wrong credentials, to slow down guessing. Bitcoin Core: the 250 ms
+/// sleep of `HTTPReq_JSONRPC`.
+pub const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(250);
+
+/// Default time a request has to arrive whole. Bitcoin Core: `DEFAULT_HTTP_SERVER_TIMEOUT`
+/// (30 s).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default cap on a request body: 1 MiB, far above any request of these methods (Bitcoin
+/// Core's 32 MB `MAX_SIZE` exists for raw blocks and transactions, which peerpool has none of).
+pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+
+/// Default number of requests handled at once. Bitcoin Core: `DEFAULT_HTTP_WORKQUEUE` (64).
+pub const DEFAULT_WORK_QUEUE: usize = 64;
+
+/// The RPC port Bitcoin Core uses for `network` ("main", "test", "testnet4", "signet",
+/// "regtest"); peerpool's default is the same so clients find it.
+pub fn default_port(chain_name: &str) -> u16 {
+    match chain_name {
+        "test" | "testnet" | "testnet3" => 18332,
+        "testnet4" => 48332,
+        "signet" => 38332,
+        "regtest" => 18443,
+        _ => 8332,
+    }
+}
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to listen; Bitcoin Core's default is loopback only.
+    pub bind: Vec<SocketAddr>,
+    /// Accepted credentials besides the cookie.
+    pub credentials: Credentials,
+    /// Write a cookie file here (`.cookie`) and accept it; `None`: no cookie.
+    pub cookie_dir: Option<PathBuf>,
+    /// Bitcoin Core 28's JSON-RPC 2.0 replies to `"jsonrpc": "2.0"` requests.
+    pub strict_jsonrpc2: bool,
+    /// See [`DEFAULT_TIMEOUT`].
+    pub timeout: Duration,
+    /// See [`DEFAULT_MAX_BODY`].
+    pub max_body: usize,
+    /// See [`DEFAULT_WORK_QUEUE`].
+    pub work_queue: usize,
+}
+
+impl Config {
+    /// Listens on `bind`, accepting `credentials`; the rest default.
+    pub fn new(bind: Vec<SocketAddr>, credentials: Credentials) -> Config {
+        Config {
+            bind,
+            credentials,
+            cookie_dir: None,
+            strict_jsonrpc2: false,
+            timeout: DEFAULT_TIMEOUT,
+            max_body: DEFAULT_MAX_BODY,
+            work_queue: DEFAULT_WORK_QUEUE,
+        }
+    }
+}
+
+/// What the handlers share.
+pub(crate) struct Context {
+    pub(crate) daemon: Daemon,
+    metrics: Arc<Metrics>,
+    credentials: Credentials,
+    strict: bool,
+    timeout: Duration,
+    max_body: usize,
+    work: Semaphore,
+}
+
+/// A running server. Dropping it stops accepting, ends open connections and removes the
+/// cookie file.
+#[derive(Debug)]
+pub struct Server {
+    addrs: Vec<SocketAddr>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    cookie: Option<Cookie>,
+    metrics: Arc<Metrics>,
+    accept: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds every address of `config.bind`, writes the cookie if asked, and serves `daemon`
+    /// until [`Server::stop`] or the daemon's shutdown.
+    pub async fn start(config: Config, daemon: Daemon) -> io::Result<Server> {
+        let mut listeners = Vec::new();
+        for addr in &config.bind {
+            let l = TcpListener::bind(addr).await.map_err(|e| {
+                io::Error::new(e.kind(), format!("binding RPC listener on {addr}: {e}"))
+            })?;
+            listeners.push(l);
+        }
+        Server::start_on(config, daemon, listeners).await
+    }
+
+    /// As [`Server::start`], on listeners already bound (`config.bind` is ignored).
+    pub async fn start_on(
+        config: Config,
+        daemon: Daemon,
+        listeners: Vec<TcpListener>,
+    ) -> io::Result<Server> {
+        let mut credentials = config.credentials.clone();
+        let cookie = match &config.cookie_dir {
+            Some(dir) => {
+                let c = Cookie::create(dir).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("writing the RPC cookie in {}: {e}", dir.display()),
+                    )
+                })?;
+                credentials = credentials.with_password(auth::COOKIE_USER, c.password());
+                Some(c)
+            }
+            None => None,
+        };
+        let stop = daemon.shutdown.child_token();
+        let metrics = Arc::new(Metrics::new());
+        let ctx = Arc::new(Context {
+            daemon: daemon.clone(),
+            metrics: Arc::clone(&metrics),
+            credentials,
+            strict: config.strict_jsonrpc2,
+            timeout: config.timeout,
+            max_body: config.max_body,
+            work: Semaphore::new(config.work_queue.max(1)),
+        });
+        let router = Router::new()
+            .route("/", post(rpc))
+            .route("/wallet/{name}", post(rpc))
+            .route("/metrics", get(scrape))
+            .with_state(Arc::clone(&ctx));
+        let tracker = TaskTracker::new();
+        {
+            let metrics = Arc::clone(&metrics);
+            let pool = daemon.pool.clone();
+            let stop = stop.clone();
+            tracker.spawn(async move { metrics.follow(pool, stop).await });
+        }
+        let mut addrs = Vec::new();
+        let mut accept = Vec::new();
+        for listener in listeners {
+            let addr = listener.local_addr()?;
+            info!("RPC server listening on {addr}");
+            addrs.push(addr);
+            accept.push(tokio::spawn(accept_loop(
+                listener,
+                router.clone(),
+                config.timeout,
+                stop.clone(),
+                tracker.clone(),
+            )));
+        }
+        Ok(Server {
+            addrs,
+            stop,
+            tracker,
+            cookie,
+            metrics,
+            accept,
+        })
+    }
+
+    /// The addresses it listens on.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The cookie file, if one was written.
+    pub fn cookie(&self) -> Option<&Cookie> {
+        self.cookie.as_ref()
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Stops accepting, lets requests in progress finish, and removes the cookie.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        for a in self.accept.drain(..) {
+            let _ = a.await;
+        }
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    timeout: Duration,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, from) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors, most likely: wait for some to be freed rather
+                // than spin.
+                warn!("RPC accept failed: {e}");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let stop = stop.clone();
+        tracker.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        debug!(%from, "RPC connection ended: {e}");
+                    }
+                }
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn unauthorized() -> Response {
+    let mut r = StatusCode::UNAUTHORIZED.into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"jsonrpc\""),
+    );
+    r
+}
+
+/// The HTTP status of a single request's error reply (Bitcoin Core's `JSONErrorReply`).
+fn status_of(code: i32) -> StatusCode {
+    match code {
+        error::INVALID_REQUEST => StatusCode::BAD_REQUEST,
+        error::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn legacy_error(e: &RpcError, id: Value) -> String {
+    json!({ "result": null, "error": e.to_json(), "id": id }).to_string()
+}
+
+async fn scrape(State(ctx): State<Arc<Context>>) -> Response {
+    let text = ctx.metrics.render(&ctx.daemon.pool).await;
+    let mut r = text.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
+}
+
+async fn rpc(State(ctx): State<Arc<Context>>, headers: HeaderMap, body: Body) -> Response {
+    let Some(auth) = headers.get(header::AUTHORIZATION) else {
+        return unauthorized();
+    };
+    if !auth.to_str().is_ok_and(|a| ctx.credentials.check(a)) {
+        warn!("RPC request with wrong credentials");
+        tokio::time::sleep(AUTH_FAILURE_DELAY).await;
+        return unauthorized();
+    }
+    let limited = http_body_util::Limited::new(body, ctx.max_body);
+    let bytes: Bytes = match tokio::time::timeout(ctx.timeout, limited.collect()).await {
+        Err(_) => {
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            )
+                .into_response()
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            let err = RpcError::new(
+                error::INVALID_REQUEST,
+                format!("Request body larger than {} bytes", ctx.max_body),
+            );
+            return json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                legacy_error(&err, Value::Null),
+            );
+        }
+        Ok(Err(e)) => {
+            debug!("RPC body not read: {e}");
+            return (StatusCode::BAD_REQUEST, "request body not read").into_response();
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    // Taken once the request is whole, so clients slow to send cannot fill the queue.
+    let Ok(_permit) = ctx.work.try_acquire() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "Work queue depth exceeded").into_response();
+    };
+    let parsed: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(_) => {
+            let err = RpcError::new(error::PARSE_ERROR, "Parse error");
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                legacy_error(&err, Value::Null),
+            );
+        }
+    };
+    match parsed {
+        Value::Object(_) => {
+            let (status, reply) = handle_one(&ctx, parsed).await;
+            match reply {
+                Some(r) => json_response(status, r),
+                None => StatusCode::NO_CONTENT.into_response(),
+            }
+        }
+        Value::Array(batch) => {
+            let mut replies = Vec::with_capacity(batch.len());
+            for request in batch {
+                if let (_, Some(r)) = handle_one(&ctx, request).await {
+                    replies.push(r);
+                }
+            }
+            if ctx.strict && replies.is_empty() {
+                return StatusCode::NO_CONTENT.into_response();
+            }
+            json_response(StatusCode::OK, format!("[{}]", replies.join(",")))
+        }
+        _ => {
+            let err = RpcError::new(error::PARSE_ERROR, "Top-level object parse error");
+            json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                legacy_error(&err, Value::Null),
+            )
+        }
+    }
+}
+
+/// One request object: its HTTP status alone, and its reply (`None` for a JSON-RPC 2.0
+/// notification in strict mode).
+async fn handle_one(ctx: &Context, request: Value) -> (StatusCode, Option<String>) {
+    let Value::Object(mut obj) = request else {
+        let err = RpcError::new(error::INVALID_REQUEST, "Invalid Request object");
+        return (
+            StatusCode::BAD_REQUEST,
+            Some(legacy_error(&err, Value::Null)),
+        );
+    };
+    let has_id = obj.contains_key("id");
+    let id = obj.remove("id").unwrap_or(Value::Null);
+    let v2 = ctx.strict && obj.get("jsonrpc").and_then(Value::as_str) == Some("2.0");
+    let outcome = match (obj.remove("method"), obj.remove("params")) {
+        (None, _) => Err(RpcError::new(error::INVALID_REQUEST, "Missing method")),
+        (Some(Value::String(method)), params) => {
+            let known = methods::exists(&method);
+            let r = methods::call(ctx, &method, params.unwrap_or(Value::Null)).await;
+            ctx.metrics
+                .rpc_call(if known { &method } else { "other" }, r.is_ok());
+            r
+        }
+        (Some(_), _) => Err(RpcError::new(
+            error::INVALID_REQUEST,
+            "Method must be a string",
+        )),
+    };
+    if v2 {
+        if !has_id {
+            return (StatusCode::NO_CONTENT, None);
+        }
+        // Core 28: only malformed requests change the HTTP status.
+        return match outcome {
+            Ok(result) => (
+                StatusCode::OK,
+                Some(format!(
+                    r#"{{"jsonrpc":"2.0","result":{},"id":{id}}}"#,
+                    result.into_text()
+                )),
+            ),
+            Err(e) => {
+                let status = if e.code == error::INVALID_REQUEST {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::OK
+                };
+                let reply = json!({ "jsonrpc": "2.0", "error": e.to_json(), "id": id });
+                (status, Some(reply.to_string()))
+            }
+        };
+    }
+    match outcome {
+        Ok(result) => (
+            StatusCode::OK,
+            Some(format!(
+                r#"{{"result":{},"error":null,"id":{id}}}"#,
+                result.into_text()
+            )),
+        ),
+        Err(e) => (status_of(e.code), Some(legacy_error(&e, id))),
+    }
+}

@@ -1,0 +1,199 @@
+//! `GET /metrics`: the pool in Prometheus' (OpenMetrics) text format.
+//!
+//! Peers, traffic and bytes per message kind are read from the pool at each scrape, so they
+//! are never stale; handshakes, bans, evictions and departures are counted from the pool's
+//! event bus as they happen; RPC calls are counted by the server.
+
+use std::sync::Mutex;
+
+use peerpool_net::bus::PoolEvent;
+use peerpool_net::pool::PoolHandle;
+use peerpool_net::Direction;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The server's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    peers: Family<Labels, Gauge>,
+    bytes: Family<Labels, Gauge>,
+    message_bytes: Family<Labels, Gauge>,
+    messages: Family<Labels, Gauge>,
+    handshakes: Counter,
+    bans: Counter,
+    evictions: Counter,
+    disconnects: Family<Labels, Counter>,
+    rpc_calls: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Metrics with nothing counted yet.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("peerpool");
+        let m = Metrics {
+            registry: Mutex::new(Registry::default()),
+            peers: Family::default(),
+            bytes: Family::default(),
+            message_bytes: Family::default(),
+            messages: Family::default(),
+            handshakes: Counter::default(),
+            bans: Counter::default(),
+            evictions: Counter::default(),
+            disconnects: Family::default(),
+            rpc_calls: Family::default(),
+        };
+        registry.register(
+            "peers",
+            "Open connections by direction and network",
+            m.peers.clone(),
+        );
+        registry.register(
+            "bytes",
+            "Bytes sent and received since start, closed connections included",
+            m.bytes.clone(),
+        );
+        registry.register(
+            "message_bytes",
+            "Bytes per message kind over the open connections",
+            m.message_bytes.clone(),
+        );
+        registry.register(
+            "messages",
+            "Messages sent and received over the open connections",
+            m.messages.clone(),
+        );
+        registry.register(
+            "handshakes",
+            "Peers that completed the handshake",
+            m.handshakes.clone(),
+        );
+        registry.register("bans", "Bans made", m.bans.clone());
+        registry.register(
+            "evictions",
+            "Inbound peers evicted for a newcomer",
+            m.evictions.clone(),
+        );
+        registry.register(
+            "disconnects",
+            "Joined peers that left, by reason",
+            m.disconnects.clone(),
+        );
+        registry.register(
+            "rpc_calls",
+            "RPC calls by method and outcome",
+            m.rpc_calls.clone(),
+        );
+        *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
+        m
+    }
+
+    /// Counts one RPC call (`method` is `other` for unknown names).
+    pub fn rpc_call(&self, method: &str, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.rpc_calls
+            .get_or_create(&labels(&[("method", method), ("outcome", outcome)]))
+            .inc();
+    }
+
+    /// Counts the pool's events until `stop` or the pool ends.
+    pub async fn follow(&self, pool: PoolHandle, stop: CancellationToken) {
+        let mut events = pool.subscribe();
+        loop {
+            let event = tokio::select! {
+                () = stop.cancelled() => return,
+                e = events.recv() => e,
+            };
+            match event {
+                Ok(Some(PoolEvent::PeerJoined(_))) => {
+                    self.handshakes.inc();
+                }
+                Ok(Some(PoolEvent::PeerLeft { reason, .. })) => {
+                    let reason = reason.to_string();
+                    let kind = reason.split(':').next().unwrap_or("").to_owned();
+                    self.disconnects
+                        .get_or_create(&vec![("reason".to_owned(), kind)])
+                        .inc();
+                }
+                Ok(Some(PoolEvent::Banned { .. })) => {
+                    self.bans.inc();
+                }
+                Ok(Some(PoolEvent::Evicted { .. })) => {
+                    self.evictions.inc();
+                }
+                // Lagged: events were missed; the counters undercount, the scrape goes on.
+                Err(_) => {}
+                Ok(None) => return,
+            }
+        }
+    }
+
+    /// The text of a scrape, with the pool's current figures.
+    pub async fn render(&self, pool: &PoolHandle) -> String {
+        self.peers.clear();
+        self.message_bytes.clear();
+        self.messages.clear();
+        if let Ok(details) = pool.peer_details().await {
+            for d in &details {
+                let dir = match d.direction {
+                    Direction::Inbound => "inbound",
+                    Direction::Outbound => "outbound",
+                };
+                self.peers
+                    .get_or_create(&labels(&[
+                        ("direction", dir),
+                        ("network", d.addr.network().as_str()),
+                    ]))
+                    .inc();
+                let Some(s) = &d.stats else { continue };
+                for (way, list, count) in [
+                    ("sent", &s.bytes_sent_per_msg, s.msgs_sent),
+                    ("received", &s.bytes_recv_per_msg, s.msgs_recv),
+                ] {
+                    for (kind, b) in list {
+                        self.message_bytes
+                            .get_or_create(&labels(&[
+                                ("direction", way),
+                                ("message", kind.as_str()),
+                            ]))
+                            .inc_by(i64::try_from(*b).unwrap_or(i64::MAX));
+                    }
+                    self.messages
+                        .get_or_create(&labels(&[("direction", way)]))
+                        .inc_by(i64::try_from(count).unwrap_or(i64::MAX));
+                }
+            }
+        }
+        if let Ok(t) = pool.net_totals().await {
+            for (way, n) in [("sent", t.bytes_sent), ("received", t.bytes_recv)] {
+                self.bytes
+                    .get_or_create(&labels(&[("direction", way)]))
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &registry);
+        out
+    }
+}

@@ -1,0 +1,237 @@
+//! Real clients against a real daemon: python-bitcoinrpc's `AuthServiceProxy` unchanged (in
+//! a virtualenv under the target directory, made and filled from PyPI when missing), and
+//! `peerpool rpc` as bitcoin-cli is used.
+
+mod daemon;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use daemon::{peerpool, tempdir, Daemon};
+
+/// The RPC address the daemon logged.
+fn rpc_addr(d: &mut Daemon) -> String {
+    let line = d.expect(&["RPC server listening on"], Duration::from_secs(20));
+    line.rsplit(' ').next().unwrap().trim().to_owned()
+}
+
+/// A daemon on loopback with its RPC server on an OS-chosen port.
+fn start_daemon(dir: &Path, extra: &[&str]) -> (Daemon, String, String) {
+    let mut args = vec![
+        "run",
+        "--network",
+        "regtest",
+        "--datadir",
+        dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--rpc-bind",
+        "127.0.0.1:0",
+        // Its fixed default port would collide between the daemons of one test.
+        "--no-admin",
+    ];
+    args.extend_from_slice(extra);
+    let mut d = Daemon::start(&args);
+    let p2p = d.listening(Duration::from_secs(20)).to_string();
+    let rpc = rpc_addr(&mut d);
+    (d, p2p, rpc)
+}
+
+/// The virtualenv's python with python-bitcoinrpc, made if missing.
+fn python() -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let env = target.join("pyenv");
+    let py = env.join("bin").join("python");
+    let has_module = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import bitcoinrpc.authproxy"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has_module(&py) {
+        return py;
+    }
+    let status = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&env)
+        .status()
+        .expect("python3 is needed for this test (apt-get install python3 python3-venv)");
+    assert!(
+        status.success(),
+        "python3 -m venv failed: install python3-venv"
+    );
+    let status = Command::new(env.join("bin").join("pip"))
+        .args(["install", "-q", "python-bitcoinrpc"])
+        .status()
+        .expect("running pip");
+    assert!(status.success(), "pip install python-bitcoinrpc failed");
+    assert!(has_module(&py));
+    py
+}
+
+#[test]
+fn python_bitcoinrpc_drives_the_daemon_unchanged() {
+    let py = python();
+    let (_peer1, peer1, _) = start_daemon(&tempdir("rpc-py-peer1"), &[]);
+    let (_peer2, peer2, _) = start_daemon(&tempdir("rpc-py-peer2"), &[]);
+    let (mut node, _, rpc) = start_daemon(
+        &tempdir("rpc-py-node"),
+        &["--rpc-user", "pyuser", "--rpc-password", "pypass"],
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rpc/authproxy_check.py");
+    let out = Command::new(py)
+        .arg(script)
+        .arg(format!("http://pyuser:pypass@{rpc}"))
+        .arg(format!("http://pyuser:wrong@{rpc}"))
+        .arg(&peer1)
+        .arg(&peer2)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.trim() == "ok",
+        "stdout: {stdout}\nstderr: {stderr}\ndaemon:\n{}",
+        node.seen.join("\n")
+    );
+    assert!(node.terminate().success());
+}
+
+/// Runs `peerpool rpc` with `args`; returns (exit code, stdout, stderr).
+fn cli(dir: &Path, rpc: &str, args: &[&str]) -> (i32, String, String) {
+    let out = peerpool()
+        .args(["rpc", "--network", "regtest", "--datadir"])
+        .arg(dir)
+        .args(["--rpc-connect", rpc])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn peerpool_rpc_works_as_bitcoin_cli() {
+    let dir = tempdir("rpc-cli-node");
+    let (_peer, peer, _) = start_daemon(&tempdir("rpc-cli-peer"), &[]);
+    let (mut node, _, rpc) = start_daemon(&dir, &[]);
+    let cookie = dir.join("regtest").join(".cookie");
+    assert!(cookie.exists(), "the cookie is written at start");
+
+    // Results: JSON pretty-printed, strings bare, null as nothing.
+    let (code, out, err) = cli(&dir, &rpc, &["getconnectioncount"]);
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "0\n", ""));
+    let (code, out, _) = cli(&dir, &rpc, &["addnode", &peer, "onetry"]);
+    assert_eq!((code, out.as_str()), (0, ""));
+    let (code, out, _) = cli(&dir, &rpc, &["help", "uptime"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "uptime\n\nSeconds since the daemon started.\n")
+    );
+    let (code, out, _) = cli(&dir, &rpc, &["listbanned"]);
+    assert_eq!((code, out.as_str()), (0, "[]\n"));
+    let (code, _, _) = cli(&dir, &rpc, &["setban", "10.0.0.0/8", "add", "600"]);
+    assert_eq!(code, 0);
+    let (_, out, _) = cli(&dir, &rpc, &["listbanned"]);
+    assert!(
+        out.starts_with("[\n  {\n    \"address\": \"10.0.0.0/8\",\n"),
+        "{out}"
+    );
+
+    // Named arguments.
+    let (code, out, err) = cli(
+        &dir,
+        &rpc,
+        &["-named", "getnodeaddresses", "count=0", "network=ipv6"],
+    );
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "[]\n", ""));
+    let (code, _, err) = cli(&dir, &rpc, &["-named", "getnodeaddresses", "count"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("No '=' in named argument 'count'"), "{err}");
+
+    // Errors: Core's text on stderr and its code as the exit status.
+    let (code, out, err) = cli(&dir, &rpc, &["addnode", &peer, "remove"]);
+    assert_eq!((code, out.as_str()), (24, ""));
+    assert_eq!(
+        err,
+        "error code: -24\nerror message:\nError: Node could not be removed. It has not been added previously.\n"
+    );
+    let (code, _, err) = cli(&dir, &rpc, &["getnodeaddresses", "-1"]);
+    assert_eq!(code, 8);
+    assert_eq!(
+        err,
+        "error code: -8\nerror message:\nAddress count out of range\n"
+    );
+    let (code, _, err) = cli(&dir, &rpc, &["nosuch"]);
+    assert_eq!(code, 32601 % 256);
+    assert!(err.starts_with("error code: -32601\n"), "{err}");
+    let out = peerpool()
+        .args([
+            "rpc",
+            "--rpc-connect",
+            &rpc,
+            "--rpc-user",
+            "x",
+            "--rpc-password",
+            "y",
+            "uptime",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Authorization failed"));
+    let nowhere = tempdir("rpc-cli-nocookie");
+    let (code, _, err) = cli(&nowhere, &rpc, &["uptime"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Could not locate RPC credentials"), "{err}");
+
+    // The peer from onetry shows; then stop ends the daemon and removes the cookie.
+    let (_, out, _) = cli(&dir, &rpc, &["getpeerinfo"]);
+    assert!(out.contains(&format!("\"addr\": \"{peer}\"")), "{out}");
+    let (code, out, _) = cli(&dir, &rpc, &["stop"]);
+    assert_eq!((code, out.as_str()), (0, "peerpool stopping\n"));
+    let status = node.child.wait().unwrap();
+    assert!(status.success());
+    assert!(!cookie.exists(), "the cookie is removed at stop");
+    let (code, _, err) = cli(&dir, &rpc, &["uptime"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Could not"), "{err}");
+}
+
+#[test]
+fn bad_rpc_settings_fail_clearly() {
+    let dir = tempdir("rpc-bad-settings");
+    let run = |extra: &[&str]| {
+        let out = peerpool()
+            .args(["run", "--network", "regtest", "--datadir"])
+            .arg(&dir)
+            .args(["--listen", "127.0.0.1:0", "--no-admin"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(&["--rpcauth", "alice:nohash"]);
+    assert!(!ok && err.contains("invalid rpcauth entry"), "{err}");
+    let (ok, err) = run(&["--rpc-user", "alice"]);
+    assert!(!ok && err.contains("--rpc-password"), "{err}");
+    let (ok, err) = run(&["--rpc-bind", "127.0.0.1:99999"]);
+    assert!(!ok && err.contains("--rpc-bind"), "{err}");
+    let config = dir.join("bad.toml");
+    std::fs::write(&config, "rpc-bind = 5\n").unwrap();
+    let (ok, err) = run(&["--config", config.to_str().unwrap()]);
+    assert!(!ok && err.contains("rpc-bind"), "{err}");
+    std::fs::write(&config, "rpcauth = [\"bob:salt$00\"]\n").unwrap();
+    let (ok, err) = run(&["--config", config.to_str().unwrap()]);
+    assert!(!ok && err.contains("invalid rpcauth entry"), "{err}");
+}
