@@ -487,13 +487,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
     };
     let _rpc = s.rpc.start(&s.file, &daemon).await?;
-    let _admin = s.admin.start(&s.file, &daemon).await?;
+    let admin = s.admin.start(&s.file, &daemon).await?;
     // `stop` over RPC cancels the token, as a signal does.
     tokio::select! {
         () = signal => {}
         () = shutdown.cancelled() => {}
     }
     info!("shutting down");
+    if let Some(admin) = admin {
+        admin.stop().await;
+    }
     pool.stop().await;
     info!("stopped");
     Ok(())

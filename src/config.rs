@@ -35,6 +35,15 @@ pub struct FileConfig {
     pub allow_local_addresses: Option<bool>,
     pub user_agent_comment: Option<Vec<String>>,
     pub log_level: Option<String>,
+    // Node RPC (see `crate::rpc`).
+    pub rpc_bind: Option<Vec<String>>,
+    pub rpc_user: Option<String>,
+    pub rpc_password: Option<String>,
+    pub rpcauth: Option<Vec<String>>,
+    pub rpc_strict_jsonrpc2: Option<bool>,
+    // Admin listener (see `crate::admin`).
+    pub admin_bind: Option<Vec<String>>,
+    pub no_admin: Option<bool>,
 }
 
 impl FileConfig {
