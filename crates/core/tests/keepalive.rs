@@ -148,6 +148,33 @@ fn ping_at_once_after_the_handshake_then_every_interval_from_the_last_one() {
 }
 
 #[test]
+fn a_ping_asked_for_goes_out_at_once_unless_one_is_outstanding() {
+    let mut h = Harness::new();
+    // Before the handshake there is nothing to ping.
+    assert!(!h.command(A, |m, now| m.ping_now(now)));
+    h.deliver(A);
+    h.deliver(B);
+    // A's first ping is outstanding: asking again sends nothing.
+    assert!(!h.command(A, |m, now| m.ping_now(now)));
+    h.elapse(30 * MS);
+    h.deliver_all();
+    assert_eq!(ping_completions(&h, A), [30_000]);
+    h.clear();
+
+    // Between scheduled pings, one asked for goes out now and its round trip is recorded.
+    h.elapse(Duration::from_secs(50));
+    assert!(h.command(A, |m, now| m.ping_now(now)));
+    assert_eq!(h.sent_commands(A), ["ping"]);
+    let asked_at = h.now();
+    h.elapse(7 * MS);
+    h.deliver_all();
+    assert_eq!(ping_completions(&h, A), [7_000]);
+    assert_eq!(h.m(A).stats(h.now()).ping.last_rtt_micros, Some(7_000));
+    // The schedule restarts from that ping.
+    assert_eq!(h.m(A).poll_timeout(), Some(asked_at + PING_INTERVAL));
+}
+
+#[test]
 fn a_pong_with_the_right_nonce_records_the_round_trip() {
     let mut h = pong_in_flight();
     let nonce = last_ping_nonce(&h, A);

@@ -351,6 +351,19 @@ impl Peer {
         Some(rx)
     }
 
+    /// Pings the peer now unless a ping is already outstanding (Bitcoin Core's `ping` RPC);
+    /// the round trip shows in [`Peer::stats`] once the pong arrives. Returns whether a ping
+    /// was sent.
+    pub fn ping_now(&self) -> bool {
+        let sent = self
+            .with_machine(|m| m.ping_now(clock::now()))
+            .unwrap_or(false);
+        if sent {
+            self.inner.wake.notify_one();
+        }
+        sent
+    }
+
     /// Records the peer's latest known block height.
     pub fn update_last_block(&self, height: i32) {
         self.with_machine(|m| m.update_last_block(height));

@@ -715,6 +715,18 @@ impl PeerMachine {
             .flatten()
     }
 
+    /// Pings the peer now, as Bitcoin Core's `ping` RPC asks of every peer, so that its round
+    /// trip shows in the statistics soon. Nothing happens before the handshake completes or
+    /// while a ping is already awaiting its pong (that one's round trip is measured instead).
+    /// Returns whether a ping was sent. The regular schedule restarts from this ping.
+    pub fn ping_now(&mut self, now: Time) -> bool {
+        if !matches!(self.ping, Ping::Idle { .. }) {
+            return false;
+        }
+        self.send_ping(now);
+        true
+    }
+
     /// Records the peer's latest known block height (for statistics).
     pub fn update_last_block(&mut self, height: i32) {
         self.last_block = self.last_block.max(height);

@@ -505,6 +505,10 @@ impl Driver {
                     .collect();
                 let _ = reply.send(details);
             }
+            Command::MarkUseful(peer, what, reply) => {
+                self.machine.handle_useful(clock::now(), peer, what);
+                let _ = reply.send(());
+            }
             Command::AddedNodes(reply) => {
                 let _ = reply.send(self.machine.connman().manual_peers().to_vec());
             }
@@ -579,9 +583,9 @@ impl Driver {
             Command::PingAll(reply) => {
                 let mut sent = 0;
                 for e in self.peers.values().filter(|e| e.joined) {
-                    e.peer
-                        .queue_message(NetworkMessage::Ping(fastrand::u64(1..)), None);
-                    sent += 1;
+                    if e.peer.ping_now() {
+                        sent += 1;
+                    }
                 }
                 let _ = reply.send(sent);
             }

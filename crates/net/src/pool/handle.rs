@@ -9,7 +9,7 @@ use peerpool_core::addr::{NetAddr, Network};
 use peerpool_core::pool::addrman::{AddrInfo, TableCounts};
 use peerpool_core::pool::banman::{BanEntry, Subnet};
 use peerpool_core::pool::connman::{ConnError, ConnKind, ManualPeer};
-use peerpool_core::pool::machine::Permission;
+use peerpool_core::pool::machine::{Permission, Useful};
 use peerpool_core::Time;
 use peerpool_wire::MessageKind;
 use tokio::sync::{mpsc, oneshot};
@@ -132,6 +132,7 @@ pub(crate) enum Command {
     ConnectedPeers(Reply<Vec<PeerInfo>>),
     PeerDetails(Reply<Vec<PeerDetails>>),
     AddedNodes(Reply<Vec<ManualPeer>>),
+    MarkUseful(PeerId, Useful, Reply<()>),
     AddrManInfo(Reply<AddrManInfo>),
     AddAddresses(Vec<NetAddr>, Reply<usize>),
     Save(Reply<io::Result<()>>),
@@ -245,6 +246,14 @@ impl PoolHandle {
         self.ask(Command::PeerDetails).await
     }
 
+    /// Tells the pool that `peer` just gave the node's owner a block or transaction it did not
+    /// have. Recent useful inbound peers are protected from eviction, as in Bitcoin Core; the
+    /// pool cannot judge novelty itself (it keeps no chain or mempool), so an application that
+    /// does calls this.
+    pub async fn mark_useful(&self, peer: PeerId, what: Useful) -> Result<(), PoolError> {
+        self.ask(|r| Command::MarkUseful(peer, what, r)).await
+    }
+
     /// The manual peers and their state (`getaddednodeinfo`).
     pub async fn added_nodes(&self) -> Result<Vec<ManualPeer>, PoolError> {
         self.ask(Command::AddedNodes).await
@@ -289,7 +298,9 @@ impl PoolHandle {
         self.ask(Command::NetworkActive).await
     }
 
-    /// Sends a `ping` to every peer that completed the handshake (`ping`); how many.
+    /// Pings every peer that completed the handshake and has no ping outstanding (`ping`);
+    /// their round trips show in the peers' statistics once the pongs arrive. How many were
+    /// sent.
     pub async fn ping_all(&self) -> Result<usize, PoolError> {
         self.ask(Command::PingAll).await
     }

@@ -88,7 +88,7 @@ pub use handle::{
 };
 pub use peerpool_core::pool::banman::{BanEntry, BanReason, Subnet};
 pub use peerpool_core::pool::connman::{ConnError, ConnKind, ManualPeer};
-pub use peerpool_core::pool::machine::{Permission, WhitelistEntry};
+pub use peerpool_core::pool::machine::{Permission, Useful, WhitelistEntry};
 pub use peerpool_core::pool::PoolMachine;
 pub use store::{BANS_FILE, PEERS_FILE};
 
