@@ -14,13 +14,17 @@
 //! - `stats` → `stats accepted=N disconnected=N refused=N handshakes=N msgs=N invs=N blobs=N bytes=N`
 //! - `wait <counter> <value> <timeout-ms>` → `done <value>` once the counter reaches the value
 //!   (polled every millisecond by the child's main thread), or `timeout <value>`
+//! - `fanout <first> <count> <timeout-ms>` (servers started with a
+//!   [`ServerSpec::fanout_batch`]) →
+//!   announces entries `first..first + count` to every handshaken peer (the relays of
+//!   `crates/bench/src/fanout_server.rs`), then `done <micros>`, or `error <message>`
 //! - `quit` (or end of input, e.g. when the parent dies) → the child exits.
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -29,6 +33,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio_util::sync::CancellationToken;
 
+use crate::fanout_server::{relay, Targets, WriteMode};
 use crate::sys;
 
 /// Environment variable that turns the process into a benchmark server; holds its
@@ -53,6 +58,11 @@ pub enum Impl {
     Peerpool,
     /// The minimal reference server (`crates/bench/src/reference.rs`).
     Reference,
+    /// The minimal fan-out server: a bounded queue per peer whose writer coalesces what is
+    /// queued into one write (`crates/bench/src/fanout_server.rs`).
+    FanoutCoalescing,
+    /// The fan-out server with one write per frame.
+    FanoutPerMessage,
 }
 
 impl Impl {
@@ -63,6 +73,8 @@ impl Impl {
         match self {
             Impl::Peerpool => "peerpool",
             Impl::Reference => "reference",
+            Impl::FanoutCoalescing => "fanout-coalescing",
+            Impl::FanoutPerMessage => "fanout-per-message",
         }
     }
 }
@@ -88,6 +100,11 @@ pub struct ServerSpec {
     pub read_buffer: usize,
     /// CPU to pin the whole server process to.
     pub cpu: Option<usize>,
+    /// Fan-out servers: entries per relay batch (see `crates/bench/src/fanout_server.rs`); 0
+    /// for every other scenario. A peerpool server keeps every accepted peer for the `fanout`
+    /// command only when it is set, since holding finished peers would distort the memory
+    /// figures of churn and idle.
+    pub fanout_batch: u64,
 }
 
 impl ServerSpec {
@@ -100,18 +117,20 @@ impl ServerSpec {
             nofile: None,
             read_buffer: 0,
             cpu: None,
+            fanout_batch: 0,
         }
     }
 
     fn encode(&self) -> String {
         format!(
-            "impl={} threads={} max_conns={} nofile={} read_buffer={} cpu={}",
+            "impl={} threads={} max_conns={} nofile={} read_buffer={} cpu={} fanout_batch={}",
             self.imp,
             self.threads,
             self.max_conns,
             self.nofile.map_or_else(|| "max".into(), |n| n.to_string()),
             self.read_buffer,
-            self.cpu.map_or_else(|| "any".into(), |n| n.to_string())
+            self.cpu.map_or_else(|| "any".into(), |n| n.to_string()),
+            self.fanout_batch
         )
     }
 
@@ -124,6 +143,8 @@ impl ServerSpec {
                     spec.imp = match v {
                         "peerpool" => Impl::Peerpool,
                         "reference" => Impl::Reference,
+                        "fanout-coalescing" => Impl::FanoutCoalescing,
+                        "fanout-per-message" => Impl::FanoutPerMessage,
                         _ => bail!("unknown implementation {v:?}"),
                     }
                 }
@@ -132,6 +153,7 @@ impl ServerSpec {
                 "nofile" => spec.nofile = if v == "max" { None } else { Some(v.parse()?) },
                 "read_buffer" => spec.read_buffer = v.parse()?,
                 "cpu" => spec.cpu = if v == "any" { None } else { Some(v.parse()?) },
+                "fanout_batch" => spec.fanout_batch = v.parse()?,
                 _ => bail!("unknown server spec key {k:?}"),
             }
         }
@@ -289,13 +311,32 @@ fn child_main(spec: &str) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let c = Arc::clone(&counters);
     let s = shutdown.clone();
+    let mut targets = None;
     match spec.imp {
         Impl::Peerpool => {
+            let registry = (spec.fanout_batch > 0).then(|| Arc::new(Mutex::new(Vec::new())));
+            if let Some(r) = &registry {
+                targets = Some(Targets::Peerpool(Arc::clone(r), spec.fanout_batch));
+            }
             rt.spawn(crate::peerpool_server::serve(
                 listener,
                 c,
                 spec.max_conns,
+                registry,
                 s,
+            ));
+        }
+        Impl::FanoutCoalescing | Impl::FanoutPerMessage => {
+            let queues = Arc::new(Mutex::new(Vec::new()));
+            let batch = spec.fanout_batch.max(1);
+            targets = Some(Targets::Queues(Arc::clone(&queues), batch));
+            let mode = if spec.imp == Impl::FanoutCoalescing {
+                WriteMode::Coalescing
+            } else {
+                WriteMode::PerMessage
+            };
+            rt.spawn(crate::fanout_server::serve_reference(
+                listener, c, mode, batch, queues, s,
             ));
         }
         Impl::Reference => {
@@ -334,6 +375,27 @@ fn child_main(spec: &str) -> anyhow::Result<()> {
                     Some(v) => writeln!(out, "done {v}")?,
                     None => writeln!(out, "timeout {}", counter.load(Ordering::Relaxed))?,
                 }
+            }
+            ["fanout", first, count, timeout_ms] => {
+                let answer = match &targets {
+                    Some(t) => {
+                        let (first, count): (u64, u64) = (first.parse()?, count.parse()?);
+                        let timeout = Duration::from_millis(timeout_ms.parse()?);
+                        let t = t.clone();
+                        let started = Instant::now();
+                        let task = rt.spawn(async move {
+                            tokio::time::timeout(timeout, relay(&t, first, count)).await
+                        });
+                        match rt.block_on(task) {
+                            Ok(Ok(Ok(()))) => format!("done {}", started.elapsed().as_micros()),
+                            Ok(Ok(Err(e))) => format!("error {e:#}"),
+                            Ok(Err(_)) => format!("error relay not done within {timeout:?}"),
+                            Err(e) => format!("error relay task failed: {e}"),
+                        }
+                    }
+                    None => "error this server was not started for fanout".into(),
+                };
+                writeln!(out, "{answer}")?;
             }
             ["quit"] => break,
             _ => writeln!(out, "error unknown command {line:?}")?,
@@ -465,6 +527,30 @@ impl ServerProcess {
         }
     }
 
+    /// Runs the `fanout` command: announces entries `first..first + count` to every peer.
+    /// Returns how long the server's relay took to queue them.
+    pub async fn fanout(
+        &mut self,
+        first: u64,
+        count: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<Duration> {
+        let cmd = format!("fanout {first} {count} {}", timeout.as_millis());
+        let line = tokio::time::timeout(timeout + CONTROL_TIMEOUT, self.command(&cmd))
+            .await
+            .context("server process did not answer")??;
+        match line.split_once(' ') {
+            Some(("done", us)) => Ok(Duration::from_micros(us.parse()?)),
+            Some(("error", e)) => bail!("{}: {e}", self.imp),
+            _ => bail!("unexpected answer {line:?}"),
+        }
+    }
+
+    /// Peak resident memory of the server so far, in bytes.
+    pub fn peak_rss(&self) -> anyhow::Result<u64> {
+        sys::peak_rss_bytes(self.pid).context("reading server peak RSS")
+    }
+
     /// Resident memory of the server, in bytes.
     pub fn rss(&self) -> anyhow::Result<u64> {
         sys::rss_bytes(self.pid).context("reading server RSS")
@@ -505,6 +591,7 @@ mod tests {
         s.read_buffer = 65_536;
         s.max_conns = 19_900;
         s.cpu = Some(1);
+        s.fanout_batch = 256;
         let back = ServerSpec::decode(&s.encode()).unwrap();
         assert_eq!(back.imp, Impl::Reference);
         assert_eq!(back.threads, 2);
@@ -512,6 +599,12 @@ mod tests {
         assert_eq!(back.nofile, Some(20_000));
         assert_eq!(back.read_buffer, 65_536);
         assert_eq!(back.cpu, Some(1));
+        assert_eq!(back.fanout_batch, 256);
+        let s = ServerSpec::new(Impl::FanoutPerMessage, 1);
+        assert_eq!(
+            ServerSpec::decode(&s.encode()).unwrap().imp,
+            Impl::FanoutPerMessage
+        );
     }
 
     #[test]

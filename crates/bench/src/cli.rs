@@ -22,7 +22,7 @@ use crate::{BenchOptions, Scenario};
 /// `<scenario> [options]`; every option defaults to [`BenchOptions::default`].
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// churn, idle, capacity, ping, throughput, or all.
+    /// churn, idle, capacity, ping, throughput, fanout, network, or all.
     #[arg(value_parser = parse_scenario)]
     pub scenario: Scenario,
     /// Repetitions of churn, ping and throughput (the median is reported).
@@ -46,7 +46,7 @@ pub struct BenchArgs {
     /// Ping: measured round trips per repetition.
     #[arg(long, value_name = "N")]
     pub pings: Option<usize>,
-    /// Churn and throughput: do not pin the server to CPU 0 and the load generator to CPU 1.
+    /// Churn, throughput and fanout: do not pin the server to CPU 0 and the load generator to CPU 1.
     #[arg(long)]
     pub no_split_pin: bool,
     /// Ping: CPU to pin the probe and the server to (default 0).
@@ -76,6 +76,21 @@ pub struct BenchArgs {
     /// Throughput: read buffer of the reference receiver in bytes (0: unbuffered).
     #[arg(long, value_name = "BYTES")]
     pub reference_buffer: Option<usize>,
+    /// Fan-out: connected peers the server relays to.
+    #[arg(long, value_name = "N")]
+    pub fanout_peers: Option<usize>,
+    /// Fan-out: distinct invs relayed to every peer per repetition.
+    #[arg(long, value_name = "N")]
+    pub fanout_entries: Option<u64>,
+    /// Fan-out: entries the relay hands each peer per turn.
+    #[arg(long, value_name = "N")]
+    pub fanout_batch: Option<u64>,
+    /// Network: pools in the loopback network.
+    #[arg(long, value_name = "N")]
+    pub network_nodes: Option<usize>,
+    /// Network: automatic outbound target of each pool.
+    #[arg(long, value_name = "N")]
+    pub network_target: Option<usize>,
 }
 
 fn parse_scenario(s: &str) -> Result<Scenario, String> {
@@ -104,6 +119,11 @@ impl BenchArgs {
             small_messages => small_messages,
             large_messages => large_messages,
             reference_buffer => reference_read_buffer,
+            fanout_peers => fanout_peers,
+            fanout_entries => fanout_entries,
+            fanout_batch => fanout_batch,
+            network_nodes => network_nodes,
+            network_target => network_target,
         );
         if let Some(secs) = self.duration {
             o.churn_duration = Duration::from_secs_f64(secs.max(0.1));
@@ -114,6 +134,7 @@ impl BenchArgs {
         if self.no_split_pin {
             o.churn_cpus = None;
             o.throughput_cpus = None;
+            o.fanout_cpus = None;
         }
         if self.no_pin {
             o.ping_cpu = None;

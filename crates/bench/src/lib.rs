@@ -23,7 +23,9 @@
 //! benchmark's own executable ([`child`]), with its own tokio runtime; the load generator runs
 //! in the calling process on a dedicated runtime. Server memory and CPU time are read from
 //! `/proc/<child pid>`. Runs alternate between peerpool and the reference, and a figure is the
-//! median of [`BenchOptions::reps`] repetitions where repeating is cheap.
+//! median of [`BenchOptions::reps`] repetitions where repeating is cheap. The exception is
+//! the network scenario: its 200 pools run inside the benchmark process, on a runtime of their
+//! own, and its baseline is the same network given every address up front.
 //!
 //! Only loopback addresses are used: servers listen on 127.0.0.1, clients bind source
 //! addresses in 127.0.0.0/8 to spread over more ephemeral ports. Every loop is bounded by a
@@ -36,6 +38,7 @@
 pub mod child;
 pub mod cli;
 mod client;
+mod fanout_server;
 mod peerpool_server;
 mod reference;
 pub mod report;
@@ -67,18 +70,27 @@ pub enum Scenario {
     /// Inbound message throughput: 61-byte `inv`s (target >= 40%) and 4 MB payloads (target
     /// >= 70%).
     Throughput,
+    /// Relaying distinct `inv`s to 1,000 peers: 61-byte messages delivered per second.
+    /// Targets: peerpool >= 25% of a coalescing fan-out server and >= 5x a server that writes
+    /// each message with its own system call.
+    Fanout,
+    /// A 200-node loopback network: time until every node holds 8 outbound peers when each
+    /// is given one seed, against the same nodes given every address up front.
+    Network,
     /// Every scenario above, one after another.
     All,
 }
 
 impl Scenario {
     /// Every single scenario, in the order `all` runs them.
-    pub const EACH: [Scenario; 5] = [
+    pub const EACH: [Scenario; 7] = [
         Scenario::Churn,
         Scenario::Idle,
         Scenario::Capacity,
         Scenario::Ping,
         Scenario::Throughput,
+        Scenario::Fanout,
+        Scenario::Network,
     ];
 
     /// The scenario's name on the command line.
@@ -89,6 +101,8 @@ impl Scenario {
             Scenario::Capacity => "capacity",
             Scenario::Ping => "ping",
             Scenario::Throughput => "throughput",
+            Scenario::Fanout => "fanout",
+            Scenario::Network => "network",
             Scenario::All => "all",
         }
     }
@@ -110,9 +124,12 @@ impl FromStr for Scenario {
             "capacity" => Scenario::Capacity,
             "ping" => Scenario::Ping,
             "throughput" | "msgs" => Scenario::Throughput,
+            "fanout" => Scenario::Fanout,
+            "network" => Scenario::Network,
             "all" => Scenario::All,
             _ => anyhow::bail!(
-                "unknown scenario {s:?}; expected churn, idle, capacity, ping, throughput or all"
+                "unknown scenario {s:?}; expected churn, idle, capacity, ping, throughput, \
+                 fanout, network or all"
             ),
         })
     }
@@ -169,6 +186,20 @@ pub struct BenchOptions {
     pub throughput_cpus: Option<(usize, usize)>,
     /// Throughput: read buffer of the reference receiver (0: unbuffered `read_exact`).
     pub reference_read_buffer: usize,
+    /// Fan-out: connected peers the server relays to.
+    pub fanout_peers: usize,
+    /// Fan-out: distinct entries relayed to every peer per repetition (after a warm-up).
+    pub fanout_entries: u64,
+    /// Fan-out: entries the relay hands each peer per turn; two batches may be unwritten per
+    /// peer (peerpool) or queued per peer (references).
+    pub fanout_batch: u64,
+    /// Fan-out: CPUs of the server process and of the clients (see
+    /// [`BenchOptions::churn_cpus`]).
+    pub fanout_cpus: Option<(usize, usize)>,
+    /// Network: pools in the loopback network.
+    pub network_nodes: usize,
+    /// Network: automatic outbound target of each pool.
+    pub network_target: usize,
 }
 
 impl Default for BenchOptions {
@@ -195,6 +226,12 @@ impl Default for BenchOptions {
             large_size: 4_000_000,
             reference_read_buffer: 64 * 1024,
             throughput_cpus: (cpus >= 2).then_some((0, 1)),
+            fanout_peers: 1_000,
+            fanout_entries: 2_000,
+            fanout_batch: 256,
+            fanout_cpus: (cpus >= 2).then_some((0, 1)),
+            network_nodes: 200,
+            network_target: 8,
         }
     }
 }

@@ -2,9 +2,9 @@
 //! [`accept_loop`] handing each connection to a [`peerpool_net::Peer`] with the default
 //! configuration, plus listeners that count what the benchmarks need.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use peerpool_net::{accept_loop, AcceptLimits, Config, Listeners};
+use peerpool_net::{accept_loop, AcceptLimits, Config, Listeners, Peer};
 use peerpool_wire::{Command, Network};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -12,11 +12,13 @@ use tokio_util::sync::CancellationToken;
 use crate::child::Counters;
 use crate::scenario::throughput::BLOB_COMMAND;
 
-/// Accepts peers until `shutdown`, at most `max_inbound` at once.
+/// Accepts peers until `shutdown`, at most `max_inbound` at once; with `registry`, keeps every
+/// accepted peer there (for the fan-out relay).
 pub(crate) async fn serve(
     listener: TcpListener,
     counters: Arc<Counters>,
     max_inbound: usize,
+    registry: Option<Arc<Mutex<Vec<Peer>>>>,
     shutdown: CancellationToken,
 ) {
     let inv = Command::new("inv").ok();
@@ -45,7 +47,12 @@ pub(crate) async fn serve(
         config,
         AcceptLimits { max_inbound },
         shutdown,
-        move |_peer| Counters::add(&c4.accepted, 1),
+        move |peer| {
+            if let Some(r) = &registry {
+                r.lock().unwrap_or_else(|e| e.into_inner()).push(peer);
+            }
+            Counters::add(&c4.accepted, 1);
+        },
     )
     .await;
 }

@@ -149,7 +149,7 @@ async fn messages<R: AsyncRead + Unpin>(
     }
 }
 
-fn version_for(remote: SocketAddr) -> VersionMessage {
+pub(crate) fn version_for(remote: SocketAddr) -> VersionMessage {
     let unspecified = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
     VersionMessage {
         version: 70016,

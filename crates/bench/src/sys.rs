@@ -24,6 +24,17 @@ pub fn rss_bytes(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS line"))
 }
 
+/// Peak resident set size of a process (`VmHWM` of `/proc/<pid>/status`), in bytes.
+pub fn peak_rss_bytes(pid: u32) -> io::Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmHWM line"))
+}
+
 /// User plus system CPU time a process has used so far, all threads included (10 ms
 /// resolution).
 pub fn cpu_time(pid: u32) -> io::Result<Duration> {

@@ -22,6 +22,10 @@ fn main() {
         small_messages: 5_000,
         large_messages: 2,
         large_size: 100_000,
+        fanout_peers: 20,
+        fanout_entries: 300,
+        network_nodes: 10,
+        network_target: 2,
         ..BenchOptions::default()
     };
     let report = match peerpool_bench::run_blocking(Scenario::All, opts) {

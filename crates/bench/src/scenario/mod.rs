@@ -3,7 +3,9 @@
 
 pub(crate) mod capacity;
 pub(crate) mod churn;
+pub(crate) mod fanout;
 pub(crate) mod idle;
+pub(crate) mod network;
 pub(crate) mod ping;
 pub(crate) mod throughput;
 
@@ -37,6 +39,8 @@ pub(crate) async fn run(scenario: Scenario, opts: &BenchOptions) -> anyhow::Resu
             Scenario::Capacity => capacity::run(opts).await,
             Scenario::Ping => ping::run(opts).await,
             Scenario::Throughput => throughput::run(opts).await,
+            Scenario::Fanout => fanout::run(opts).await,
+            Scenario::Network => network::run(opts).await,
             Scenario::All => anyhow::bail!("`all` is expanded above"),
         }
         .with_context(|| format!("scenario {s}"))?;
@@ -95,7 +99,7 @@ pub(crate) fn spec(imp: Impl, opts: &BenchOptions) -> ServerSpec {
 pub(crate) fn slot(imp: Impl) -> usize {
     match imp {
         Impl::Peerpool => 0,
-        Impl::Reference => 1,
+        Impl::Reference | Impl::FanoutCoalescing | Impl::FanoutPerMessage => 1,
     }
 }
 
