@@ -121,6 +121,10 @@ struct RunArgs {
     /// Most inbound peers at once, below what --max-connections leaves for them.
     #[arg(long, value_name = "N")]
     max_inbound: Option<usize>,
+    /// Seconds between saves of the address book and bans (default 900, as Bitcoin Core);
+    /// a node killed outright loses at most this much. They are also saved at shutdown.
+    #[arg(long, value_name = "SECS")]
+    save_interval: Option<u64>,
     /// Ban score at which a misbehaving peer's address is banned for 24 hours (default 100).
     #[arg(long, value_name = "SCORE")]
     ban_threshold: Option<u32>,
@@ -417,6 +421,12 @@ async fn settings(args: RunArgs) -> anyhow::Result<Settings> {
     } else {
         file.dnsseed.unwrap_or(true)
     };
+    if let Some(secs) = pick(args.save_interval, file.save_interval) {
+        if secs == 0 {
+            bail!("--save-interval must be at least 1 second");
+        }
+        pool.save_interval = std::time::Duration::from_secs(secs);
+    }
     pool.proxy = proxy;
     pool.max_inbound = pick(args.max_inbound, file.max_inbound);
     pool.data_dir = Some(dir.clone());

@@ -31,6 +31,7 @@ pub struct FileConfig {
     pub target_outbound: Option<usize>,
     pub max_inbound: Option<usize>,
     pub ban_threshold: Option<u32>,
+    pub save_interval: Option<u64>,
     pub whitelist: Option<Vec<String>>,
     pub allow_local_addresses: Option<bool>,
     pub user_agent_comment: Option<Vec<String>>,

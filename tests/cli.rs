@@ -169,6 +169,11 @@ fn bad_flags_and_config_fail_clearly() {
             1,
             "reading config file",
         ),
+        (
+            &["run", "--network", "regtest", "--save-interval", "0"],
+            1,
+            "--save-interval must be at least 1",
+        ),
     ];
     let dir = tempdir();
     for (args, code, needle) in cases {

@@ -2,10 +2,11 @@
 //! (`peers.dat`) and the ban list (`banlist.dat`) come back whole on the next start, and no
 //! file is ever left half-written, even when the kill lands in the middle of a save.
 //!
-//! The daemon saves at a clean shutdown and every 15 minutes (Bitcoin Core's
-//! `DUMP_PEERS_INTERVAL`); `run` has no flag for a shorter interval, so the saves these tests
-//! rely on are the ones made at a clean shutdown (SIGTERM). Everything listens and connects on
-//! 127.0.61.0/24 and 127.0.62.0/24, ports chosen by the OS.
+//! The daemon saves at a clean shutdown and every `--save-interval` (default 15 minutes, Bitcoin
+//! Core's `DUMP_PEERS_INTERVAL`). The first two tests rely on the save made at a clean shutdown
+//! (SIGTERM); the last kills a daemon that saves every second and finds what its last periodic
+//! save held. Everything listens and connects on 127.0.61.0/24, 127.0.62.0/24 and
+//! 127.0.63.0/24, ports chosen by the OS.
 
 mod daemon;
 
@@ -310,4 +311,45 @@ fn sigkill_during_the_shutdown_save_never_leaves_a_damaged_file() {
     d.listening(WITHIN);
     assert_nothing_refused(&mut d);
     assert!(d.terminate().success());
+}
+
+#[test]
+fn a_killed_daemon_loses_at_most_the_last_save_interval() {
+    let dir = tempdir("kill9-interval");
+    let chain_dir = dir.join("regtest");
+    let mut args = run_args(&dir, "127.0.63.1:0", &["127.0.63.50:1".into()]);
+    args.extend(["--save-interval".into(), "1".into()]);
+    let mut a = start(&args);
+    let a_addr = a.listening(WITHIN);
+    // A ban made mid-run, never followed by a shutdown: only a periodic save can keep it.
+    get_banned(&mut a, Ipv4Addr::new(127, 0, 63, 9), a_addr);
+    let banned_at = a.count(&["address book and bans saved"]);
+    let deadline = Instant::now() + WITHIN;
+    while a.count(&["address book and bans saved"]) <= banned_at {
+        assert!(
+            Instant::now() < deadline,
+            "no periodic save within {WITHIN:?} of the ban"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    kill_9(&mut a);
+    assert_nothing_refused(&mut a);
+    let after = on_disk(&chain_dir);
+    assert!(
+        after.banned.contains("127.0.63.9/32"),
+        "the periodic save did not keep the ban: {:?}",
+        after.banned
+    );
+    assert!(corrupt_files(&chain_dir).is_empty());
+
+    // The restarted daemon enforces it.
+    let mut a = start(&run_args(&dir, &a_addr.to_string(), &[]));
+    a.expect(&["loaded 1 bans"], WITHIN);
+    a.listening(WITHIN);
+    let mut raw = RawClient::connect(Ipv4Addr::new(127, 0, 63, 9), a_addr).unwrap();
+    assert!(
+        raw.read_to_close().is_empty(),
+        "the banned address was let in after the restart"
+    );
+    assert!(a.terminate().success());
 }
