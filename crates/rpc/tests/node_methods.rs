@@ -610,14 +610,45 @@ async fn address_book_methods() {
         ok(json!({"ipv4": one, "ipv6": one, "onion": empty, "i2p": empty, "cjdns": empty, "all_networks": {"new": 2, "tried": 0, "total": 2}})),
     )
     .await;
+    // With `tried`, as Core: the address lands in the tried table.
+    golden(
+        &node,
+        "addpeeraddress",
+        json!({"address": "5.6.7.8", "port": 8333, "tried": true}),
+        200,
+        ok(json!({"success": true})),
+    )
+    .await;
+    golden(
+        &node,
+        "addpeeraddress",
+        json!(["5.6.7.9", 8333, "yes"]),
+        500,
+        err(-3, "JSON value of type string is not of expected type bool"),
+    )
+    .await;
+    let two = json!({"new": 1, "tried": 1, "total": 2});
+    golden(
+        &node,
+        "getaddrmaninfo",
+        json!([]),
+        200,
+        ok(json!({"ipv4": two, "ipv6": one, "onion": empty, "i2p": empty, "cjdns": empty, "all_networks": {"new": 2, "tried": 1, "total": 3}})),
+    )
+    .await;
     let mut all = node.ok("getnodeaddresses", json!([0, "ipv4"])).await;
     mask(&mut all, &["time"]);
+    let mut all = all.as_array().unwrap().clone();
+    all.sort_by_key(|a| a["address"].as_str().unwrap().to_owned());
     assert_eq!(
         all,
-        json!([{ "time": "*", "services": 9, "address": "1.2.3.4", "port": 8333, "network": "ipv4" }])
+        [
+            json!({ "time": "*", "services": 9, "address": "1.2.3.4", "port": 8333, "network": "ipv4" }),
+            json!({ "time": "*", "services": 9, "address": "5.6.7.8", "port": 8333, "network": "ipv4" }),
+        ]
     );
     let all = node.ok("getnodeaddresses", json!({"count": 0})).await;
-    assert_eq!(all.as_array().unwrap().len(), 2);
+    assert_eq!(all.as_array().unwrap().len(), 3);
     let one_only = node.ok("getnodeaddresses", json!([])).await;
     assert_eq!(one_only.as_array().unwrap().len(), 1);
     golden(

@@ -781,6 +781,12 @@ impl PoolMachine {
         self.addrman.add(addrs, source, Duration::ZERO, now)
     }
 
+    /// Marks a known address as successfully connected, moving it to the tried table
+    /// (`addpeeraddress ... tried`, as Bitcoin Core's `AddrMan::Good`).
+    pub fn mark_tried(&mut self, now: Time, addr: &NetAddr) -> addrman::GoodOutcome {
+        self.addrman.good(addr, now)
+    }
+
     /// `addnode add`.
     pub fn add_node(&mut self, now: Time, addr: NetAddr) -> Result<(), connman::ConnError> {
         self.connman.add_manual(now, addr)

@@ -11,7 +11,7 @@ use bitcoin::p2p::message::NetworkMessage;
 use bitcoin::p2p::ServiceFlags;
 use peerpool_core::addr::NetAddr;
 use peerpool_core::cost::{group_label, group_shares};
-use peerpool_core::pool::addrman::{AddrMan, AddrRecord, Placement};
+use peerpool_core::pool::addrman::{AddrMan, AddrRecord, GoodOutcome, Placement};
 use peerpool_core::pool::connman::{ConnError, ReqId};
 use peerpool_core::pool::machine::{Output, PoolEvent as CoreEvent, Refused};
 use peerpool_core::pool::PoolMachine;
@@ -529,6 +529,15 @@ impl Driver {
                     .map(|r| self.machine.add_addresses(now, &[*r], r.0))
                     .sum();
                 let _ = reply.send(added);
+            }
+            Command::AddTried(addr, reply) => {
+                let record = (addr, ServiceFlags::NETWORK | ServiceFlags::WITNESS, now);
+                self.machine.add_addresses(now, &[record], addr);
+                let tried = matches!(
+                    self.machine.mark_tried(now, &addr),
+                    GoodOutcome::MovedToTried | GoodOutcome::AlreadyTried
+                );
+                let _ = reply.send(tried);
             }
             Command::Save(reply) => self.save(Some(reply)),
             Command::NodeAddresses(count, network, reply) => {

@@ -135,6 +135,7 @@ pub(crate) enum Command {
     MarkUseful(PeerId, Useful, Reply<()>),
     AddrManInfo(Reply<AddrManInfo>),
     AddAddresses(Vec<NetAddr>, Reply<usize>),
+    AddTried(NetAddr, Reply<bool>),
     Save(Reply<io::Result<()>>),
     NodeAddresses(usize, Option<Network>, Reply<Vec<AddrInfo>>),
     NetTotals(Reply<NetTotals>),
@@ -268,6 +269,14 @@ impl PoolHandle {
     /// took a new place.
     pub async fn add_addresses(&self, addrs: Vec<NetAddr>) -> Result<usize, PoolError> {
         self.ask(|r| Command::AddAddresses(addrs, r)).await
+    }
+
+    /// Adds `addr` to the book and marks it as connected once, so that it lands in the tried
+    /// table (`addpeeraddress ... true`). Whether it is now in the tried table: `false` when
+    /// its tried slot is taken by another address (it then waits for a feeler's verdict) or
+    /// the book refused it.
+    pub async fn add_tried_address(&self, addr: NetAddr) -> Result<bool, PoolError> {
+        self.ask(|r| Command::AddTried(addr, r)).await
     }
 
     /// A random sample of at most `count` addresses from the address book (0: all of them),

@@ -176,7 +176,7 @@ Result: [ { \"time\": n, \"services\": n, \"address\": str, \"port\": n, \"netwo
         args: &[req("address"), req("port"), opt("tried")],
         usage: "addpeeraddress \"address\" port ( tried )",
         help: "Adds an address to the address book, as if it had announced itself (for tests).\n\
-With tried, it still goes to the new table: only a successful connection moves an address to tried.\n\n\
+With tried, it is also marked as connected once, which moves it to the tried table.\n\n\
 Result: { \"success\": bool }\n",
     },
     Method {
@@ -663,12 +663,13 @@ async fn addpeeraddress(ctx: &Context, args: &[Value]) -> Result<Value, RpcError
     let port = int_arg(args, 1)?.unwrap_or(0);
     let port =
         u16::try_from(port).map_err(|_| RpcError::invalid_parameter("Error: port out of range"))?;
-    bool_arg(args, 2)?;
+    let tried = bool_arg(args, 2)?.unwrap_or(false);
     let addr = match IpAddr::from_str(address) {
         Ok(ip) => Some(NetAddr::from_socket((ip, port).into())),
         Err(_) => NetAddr::from_str(&format!("{address}:{port}")).ok(),
     };
     let success = match addr {
+        Some(a) if tried => ctx.daemon.pool.add_tried_address(a).await?,
         Some(a) => ctx.daemon.pool.add_addresses(vec![a]).await? > 0,
         None => false,
     };
