@@ -43,7 +43,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::Daemon;
 
@@ -155,22 +155,7 @@ async fn accept_loop(
     tasks: TaskTracker,
     open: Arc<AtomicUsize>,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            () = stop.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, from) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: let it pass instead of spinning.
-                warn!("admin listener: accepting a connection: {e}");
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                }
-            }
-        };
+    while let Some((stream, from)) = crate::accept_next(&listener, &stop, "admin listener").await {
         if open.fetch_add(1, Ordering::AcqRel) >= config.max_connections {
             open.fetch_sub(1, Ordering::AcqRel);
             debug!(%from, "admin listener full: closing a new connection");

@@ -266,23 +266,7 @@ async fn accept_loop(
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            () = stop.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, from) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors, most likely: wait for some to be freed rather
-                // than spin.
-                warn!("RPC accept failed: {e}");
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                }
-            }
-        };
+    while let Some((stream, from)) = crate::accept_next(&listener, &stop, "RPC listener").await {
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         let stop = stop.clone();
