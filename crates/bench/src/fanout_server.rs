@@ -2,7 +2,8 @@
 //! inventory entries to every connected peer, on peerpool and on two reference servers.
 //!
 //! - peerpool: the peers of [`crate::peerpool_server`]'s accept loop. Each entry is a block
-//!   hash handed to [`Peer::queue_inventory`] of every peer, the path a relay takes: the peer's
+//!   hash handed to [`Peer::queue_inventories`] of every peer (a batch at a time: one lock and
+//!   one wake-up per peer and batch), the path a relay takes: the peer's
 //!   known-inventory filter is consulted and updated, and a block entry skips the trickle, so
 //!   each entry leaves as one 61-byte `inv`. (Transaction entries would wait for the trickle
 //!   timer and leave batched into multi-entry `inv`s, which measures the timer, not the send
@@ -106,9 +107,7 @@ async fn relay_peerpool(peers: &[Peer], first: u64, count: u64, batch: u64) -> a
         let inv = entry(last);
         let mut marks = Vec::with_capacity(peers.len());
         for p in peers {
-            for j in k..last {
-                p.queue_inventory(entry(j));
-            }
+            p.queue_inventories((k..last).map(entry));
             p.add_known_inventory(&inv);
             let (tx, rx) = oneshot::channel();
             p.queue_message(NetworkMessage::Inv(vec![inv]), Some(tx));

@@ -25,6 +25,19 @@ const SCRATCH_LEN: usize = 64 * 1024;
 /// one flooding peer cannot monopolise its worker thread.
 const READS_PER_TURN: usize = 8;
 
+/// How long a connection must have written nothing before its send queues (the machine's
+/// output queue and the write buffer) give back their spare capacity. A busy connection keeps
+/// it between bursts, so a relay stream does not grow the queues again from empty each time
+/// (a relay to 1,000 peers reaches each one every 100 ms or so); an idle one holds none, which
+/// keeps 10,000 idle peers within 4 KB each.
+pub(crate) const IDLE_SHRINK_AFTER: Duration = Duration::from_secs(1);
+
+/// Write buffer capacity up to which a connection's queues are given back as soon as it waits,
+/// without waiting out [`IDLE_SHRINK_AFTER`]: growing such small queues again costs next to
+/// nothing, and a freshly handshaken peer (a few hundred bytes of handshake) should hold
+/// nothing once it goes quiet. A relay burst (hundreds of frames) exceeds it.
+const SMALL_WRITE_BUFFER: usize = 4096;
+
 thread_local! {
     /// Shared by every connection on a worker thread: an idle connection holds no read buffer.
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_LEN]);
@@ -51,6 +64,10 @@ struct Conn {
     /// A received frame waiting out its cost delay, and when it may be handled. Nothing more
     /// is read meanwhile: a costly peer's backlog waits in its own socket.
     held: Option<(Frame, Time)>,
+    /// When a message was last encoded or bytes last written.
+    last_active: tokio::time::Instant,
+    /// Whether the send queues may hold spare capacity (cleared when they are shrunk).
+    spare: bool,
 }
 
 /// Marks the peer finished if its task ends without doing so itself, which only happens when a
@@ -85,6 +102,8 @@ pub(crate) async fn run(peer: Peer, stream: TcpStream) {
         write_hooks: Vec::new(),
         cost: Cost::new(clock::now()),
         held: None,
+        last_active: tokio::time::Instant::now(),
+        spare: false,
     };
     let reason = conn.drive().await;
     // Best effort: whatever was queued before the decision to disconnect.
@@ -105,7 +124,10 @@ impl Conn {
         let far = || clock::now() + Duration::from_secs(86_400);
         let sleep = tokio::time::sleep_until(clock::instant_of(far()));
         tokio::pin!(sleep);
+        // One timer for the machine's deadline and the idle shrink, whichever comes first (a
+        // second timer would cost every idle connection its size).
         let mut armed = None;
+        let mut shrink_armed = None;
         loop {
             if let Some(reason) = self.drain() {
                 return reason;
@@ -119,20 +141,37 @@ impl Conn {
                 self.disconnect(DisconnectReason::SendQueueFull { queued: unwritten });
                 continue;
             }
+            // About to wait: once idle for a while, keep no spare queue capacity.
+            // While bytes wait for the socket, the writable wake-up comes first and refreshes
+            // `last_active`; the shrink timer is for a connection with nothing left to write.
+            let idle = self.spare && unwritten == 0;
+            let shrink_now = idle
+                && (self.wbuf.capacity() <= SMALL_WRITE_BUFFER
+                    || self.last_active + IDLE_SHRINK_AFTER <= tokio::time::Instant::now());
+            if shrink_now {
+                self.spare = false;
+                self.wbuf = Vec::new();
+            }
             let deadline = match &mut *self.peer.lock() {
                 Slot::Running(r) => {
                     r.unwritten_bytes = unwritten;
-                    // About to wait: keep no spare queue capacity while idle.
-                    r.machine.shrink_idle();
+                    if shrink_now {
+                        r.machine.shrink_idle();
+                    }
                     r.machine.poll_timeout()
                 }
                 _ => None,
             };
-            if deadline != armed {
+            let shrink_at =
+                (self.spare && unwritten == 0).then(|| self.last_active + IDLE_SHRINK_AFTER);
+            if deadline != armed || shrink_at != shrink_armed {
                 armed = deadline;
-                sleep
-                    .as_mut()
-                    .reset(clock::instant_of(deadline.unwrap_or_else(far)));
+                shrink_armed = shrink_at;
+                let mut at = clock::instant_of(deadline.unwrap_or_else(far));
+                if let Some(shrink_at) = shrink_at {
+                    at = at.min(shrink_at);
+                }
+                sleep.as_mut().reset(at);
             }
             let want_write = self.wpos < self.wbuf.len();
             let resume_at = self.held.as_ref().map(|(_, at)| *at);
@@ -152,9 +191,16 @@ impl Conn {
                     }
                 }
                 () = &mut sleep => {
+                    // Either the machine's deadline or the idle shrink (done at the top of the
+                    // loop); re-armed there.
+                    let now = clock::now();
+                    let due = armed.is_some_and(|d| d <= now);
                     armed = None;
-                    if let Slot::Running(r) = &mut *self.peer.lock() {
-                        r.machine.handle_timeout(clock::now());
+                    shrink_armed = None;
+                    if due {
+                        if let Slot::Running(r) = &mut *self.peer.lock() {
+                            r.machine.handle_timeout(now);
+                        }
                     }
                 }
             }
@@ -352,6 +398,7 @@ impl Conn {
                                 log_sent(id, kind, &self.wbuf[start..]);
                             }
                             r.machine.handle_sent(now, kind, n);
+                            self.spare = true;
                             self.queued_total += n as u64;
                             if let Some(t) = token {
                                 self.marks.push((self.queued_total, t));
@@ -382,7 +429,11 @@ impl Conn {
             match next {
                 None => return None,
                 Some(PeerOutput::Disconnect(reason)) => return Some(reason),
-                Some(PeerOutput::Event(e)) => self.dispatch(e),
+                Some(PeerOutput::Event(e)) => {
+                    // The output queue held it: it may have grown.
+                    self.spare = true;
+                    self.dispatch(e);
+                }
                 Some(PeerOutput::Send { .. }) => {}
             }
         }
@@ -451,6 +502,7 @@ impl Conn {
                 Ok(n) => {
                     self.wpos += n;
                     self.written_total += n as u64;
+                    self.last_active = tokio::time::Instant::now();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -459,8 +511,9 @@ impl Conn {
         }
         if self.wpos == self.wbuf.len() && self.wpos > 0 {
             self.wpos = 0;
-            // Give the buffer back: an idle connection holds none.
-            self.wbuf = Vec::new();
+            // Kept for the next burst; given back once the connection has been idle for
+            // `IDLE_SHRINK_AFTER` (see `drive`).
+            self.wbuf.clear();
         }
         if self
             .marks

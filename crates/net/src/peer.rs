@@ -297,6 +297,23 @@ impl Peer {
         }
     }
 
+    /// Queues many inventory entries for announcement, as [`queue_inventory`] does for each
+    /// in turn, under one lock, one clock reading and one wake-up of the connection task: the
+    /// way to relay a burst of announcements to many peers.
+    ///
+    /// [`queue_inventory`]: Self::queue_inventory
+    pub fn queue_inventories(&self, invs: impl IntoIterator<Item = Inventory>) {
+        let queued = self.with_machine(|m| {
+            let now = clock::now();
+            for inv in invs {
+                m.queue_inventory(now, inv);
+            }
+        });
+        if queued.is_some() {
+            self.inner.wake.notify_one();
+        }
+    }
+
     /// Records that the peer has `inv`, so it is never announced to it.
     pub fn add_known_inventory(&self, inv: &Inventory) {
         self.with_machine(|m| m.add_known_inventory(inv));
@@ -568,5 +585,68 @@ impl fmt::Display for Peer {
 impl fmt::Debug for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bitcoin::hashes::Hash;
+    use peerpool_wire::Network;
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::{dial, Listeners};
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn block(n: u8) -> Inventory {
+        Inventory::Block(BlockHash::from_byte_array([n; 32]))
+    }
+
+    #[tokio::test]
+    async fn queue_inventories_announces_each_entry_the_peer_lacks_once_in_order() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (inv_tx, mut invs) = mpsc::unbounded_channel();
+        let server_cfg = Arc::new(Config::new(Network::Regtest.params()).with_listeners(
+            Listeners::new().on_inv(move |_, inv| {
+                let _ = inv_tx.send(inv.clone());
+            }),
+        ));
+        let accept = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let p = Peer::new_inbound(server_cfg);
+            p.associate_connection(stream);
+            p
+        });
+        let (hs_tx, mut handshakes) = mpsc::unbounded_channel();
+        let client_cfg = Arc::new(Config::new(Network::Regtest.params()).with_listeners(
+            Listeners::new().on_handshake(move |_, _| {
+                let _ = hs_tx.send(());
+            }),
+        ));
+        let client = dial(client_cfg, addr, WAIT).await.unwrap();
+        let _server = accept.await.unwrap();
+        tokio::time::timeout(WAIT, handshakes.recv())
+            .await
+            .expect("handshake")
+            .expect("handshake");
+
+        // 2 is known to the peer, 1 repeats: only 1 and 3 go out, one `inv` each.
+        client.add_known_inventory(&block(2));
+        client.queue_inventories([block(1), block(2), block(3), block(1)]);
+        client.queue_inventories([block(3), block(4)]);
+        let mut got = Vec::new();
+        while !got.contains(&vec![block(4)]) {
+            let inv = tokio::time::timeout(WAIT, invs.recv())
+                .await
+                .expect("announcements within the deadline")
+                .expect("server running");
+            got.push(inv);
+        }
+        assert_eq!(got, [vec![block(1)], vec![block(3)], vec![block(4)]]);
     }
 }

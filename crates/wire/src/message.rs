@@ -18,7 +18,7 @@ use bitcoin::p2p::message::{CommandString, NetworkMessage};
 use bitcoin::p2p::message_network::VersionMessage;
 use bitcoin::p2p::{Magic, ServiceFlags};
 
-use crate::checksum::checksum;
+use crate::checksum::cached_checksum;
 use crate::frame::{Command, HEADER_LEN};
 
 /// Longest user agent accepted or sent, in bytes. Bitcoin Core: `MAX_SUBVERSION_LENGTH`.
@@ -337,7 +337,8 @@ pub fn encode_message(magic: Magic, msg: &NetworkMessage, out: &mut Vec<u8>) -> 
                                       // Writing into a Vec cannot fail.
     let len = msg.consensus_encode(out).unwrap_or(0);
     let payload = &out[start + HEADER_LEN..];
-    let sum = checksum(payload);
+    // Small frames are often the same bytes for many peers (a relayed announcement).
+    let sum = cached_checksum(payload);
     out[start + 16..start + 20].copy_from_slice(&(len as u32).to_le_bytes());
     out[start + 20..start + 24].copy_from_slice(&sum);
     out.len() - start

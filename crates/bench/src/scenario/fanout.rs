@@ -9,7 +9,7 @@
 //! message.
 //!
 //! Three servers run in turn, each in a fresh process: peerpool (its accept loop's peers, the
-//! relay calling `Peer::queue_inventory`), the minimal fan-out server that coalesces each
+//! relay calling `Peer::queue_inventories`), the minimal fan-out server that coalesces each
 //! peer's queue into one write, and the same with one write per message. A warm-up round of
 //! entries, not measured, runs first on every server.
 
@@ -160,8 +160,8 @@ pub(crate) async fn run(opts: &BenchOptions) -> anyhow::Result<Section> {
         med(2, &|r| r.relay.as_secs_f64() * 1e3)
     ));
     s.notes.push(format!(
-        "peerpool relays through Peer::queue_inventory (known-inventory filter; block entries \
-         skip the trickle), at most {WINDOW} batches of {batch} entries unwritten per peer; the \
+        "peerpool relays through Peer::queue_inventories (known-inventory filter; block \
+         entries skip the trickle), at most {WINDOW} batches of {batch} entries unwritten per peer; the \
          references hold at most {warmup} frames per peer queue"
     ));
     Ok(s)

@@ -105,10 +105,13 @@ pub struct PeerMachine {
     ping: Ping,
     ping_stats: PingStats,
     inventory: Option<Box<InventoryState>>,
+    /// Secret key of the known-inventory digests, drawn from the seed apart from `rng` so
+    /// that creating the filter does not shift the machine's other random draws.
+    inventory_key: [u64; 2],
     next_trickle: Option<Time>,
     /// Messages queued before the handshake completed.
     held: VecDeque<(NetworkMessage, Option<SendToken>)>,
-    outputs: VecDeque<PeerOutput>,
+    outputs: VecDeque<Queued>,
     next_token: u64,
     ban: BanScore,
     last_block: i32,
@@ -133,6 +136,8 @@ impl PeerMachine {
     ) -> PeerMachine {
         let mut rng = fastrand::Rng::with_seed(seed);
         let nonce = rng.u64(1..);
+        let mut key_rng = fastrand::Rng::with_seed(seed ^ INVENTORY_KEY_TWEAK);
+        let inventory_key = [key_rng.u64(..), key_rng.u64(..)];
         let mut m = PeerMachine {
             config,
             id,
@@ -156,6 +161,7 @@ impl PeerMachine {
             ping: Ping::NotStarted,
             ping_stats: PingStats::default(),
             inventory: None,
+            inventory_key,
             next_trickle: None,
             held: VecDeque::new(),
             outputs: VecDeque::new(),
@@ -303,11 +309,19 @@ impl PeerMachine {
 
     /// The next instruction for the runtime, if any.
     pub fn poll_output(&mut self) -> Option<PeerOutput> {
-        self.outputs.pop_front()
+        self.outputs.pop_front().map(|q| match q {
+            Queued::Output(o) => o,
+            Queued::BlockInv(inv) => PeerOutput::Send {
+                message: NetworkMessage::Inv(vec![inv]),
+                token: None,
+            },
+        })
     }
 
-    /// Releases the memory of queues that are empty. A runtime calls it when the connection
-    /// goes idle, so that tens of thousands of idle connections hold no spare capacity.
+    /// Releases the memory of queues that are empty. A runtime calls it once the connection
+    /// has been idle for a while (not at every pause: a busy connection would grow its queues
+    /// again from empty in every burst), so that tens of thousands of idle connections hold no
+    /// spare capacity.
     pub fn shrink_idle(&mut self) {
         if self.outputs.is_empty() && self.outputs.capacity() > 0 {
             self.outputs = VecDeque::new();
@@ -507,10 +521,7 @@ impl PeerMachine {
                 self.push_send(NetworkMessage::Pong(*nonce), None);
             }
             (Some(NetworkMessage::Inv(list)), _) => {
-                let cap = self.config.known_inventory_capacity;
-                let state = self
-                    .inventory
-                    .get_or_insert_with(|| Box::new(InventoryState::new(cap)));
+                let state = self.inventory_state();
                 state.peer_has(list);
             }
             _ => {}
@@ -584,19 +595,17 @@ impl PeerMachine {
             return;
         }
         let ready = self.is_ready();
-        let cap = self.config.known_inventory_capacity;
-        let state = self
-            .inventory
-            .get_or_insert_with(|| Box::new(InventoryState::new(cap)));
-        if !state.mark_known(&inv) {
+        if !self.inventory_state().mark_known(&inv) {
             return;
         }
         if is_block(&inv) && ready {
-            self.push_send(NetworkMessage::Inv(vec![inv]), None);
+            self.outputs.push_back(Queued::BlockInv(inv));
             return;
         }
+        let id = self.id;
+        let state = self.inventory_state();
         if state.pending.len() >= MAX_PENDING {
-            debug!(peer = %self.id, "inventory queue full; entry dropped");
+            debug!(peer = %id, "inventory queue full; entry dropped");
             return;
         }
         state.pending.push(inv);
@@ -607,10 +616,7 @@ impl PeerMachine {
 
     /// Records that the peer has this inventory, so it is never announced to it.
     pub fn add_known_inventory(&mut self, inv: &Inventory) {
-        let cap = self.config.known_inventory_capacity;
-        let state = self
-            .inventory
-            .get_or_insert_with(|| Box::new(InventoryState::new(cap)));
+        let state = self.inventory_state();
         state.peer_has([inv]);
     }
 
@@ -738,11 +744,11 @@ impl PeerMachine {
         if self.is_disconnected() {
             return;
         }
-        self.outputs.retain(|o| matches!(o, PeerOutput::Event(_)));
+        self.outputs
+            .retain(|o| matches!(o, Queued::Output(PeerOutput::Event(_))));
         self.held.clear();
         self.next_trickle = None;
-        self.outputs
-            .push_back(PeerOutput::Disconnect(reason.clone()));
+        self.emit(PeerOutput::Disconnect(reason.clone()));
         self.state = HandshakeState::Disconnected { since: now, reason };
     }
 
@@ -814,8 +820,7 @@ impl PeerMachine {
             wtxid_relay: false,
             addrv2: false,
         }));
-        self.outputs
-            .push_back(PeerOutput::Event(PeerEvent::VersionReceived { nonce }));
+        self.emit(PeerOutput::Event(PeerEvent::VersionReceived { nonce }));
         if self.direction == Direction::Inbound {
             self.send_version(now);
         }
@@ -837,11 +842,10 @@ impl PeerMachine {
         self.ready_at = Some(now);
         // The event goes before any post-handshake message, so an owner draining outputs in
         // order sees nothing but version, verack and the feature messages before it.
-        self.outputs
-            .push_back(PeerOutput::Event(PeerEvent::HandshakeCompleted {
-                version,
-                negotiated_version: negotiated,
-            }));
+        self.emit(PeerOutput::Event(PeerEvent::HandshakeCompleted {
+            version,
+            negotiated_version: negotiated,
+        }));
         if negotiated >= SENDHEADERS_VERSION {
             self.push_send(NetworkMessage::SendHeaders, None);
         }
@@ -882,10 +886,9 @@ impl PeerMachine {
                 self.ping_stats.last_rtt_micros = Some(rtt);
                 self.ping_stats.min_rtt_micros =
                     Some(self.ping_stats.min_rtt_micros.map_or(rtt, |m| m.min(rtt)));
-                self.outputs
-                    .push_back(PeerOutput::Event(PeerEvent::PingCompleted {
-                        rtt_micros: rtt,
-                    }));
+                self.emit(PeerOutput::Event(PeerEvent::PingCompleted {
+                    rtt_micros: rtt,
+                }));
                 true
             } else if nonce == 0 {
                 debug!(peer = %self.id, "pong with zero nonce: ping cancelled");
@@ -904,8 +907,7 @@ impl PeerMachine {
 
     fn misbehaving(&mut self, now: Time, what: Misbehaviour) {
         let score = self.ban.increase(now, 0, what.score());
-        self.outputs
-            .push_back(PeerOutput::Event(PeerEvent::Misbehaved { what, score }));
+        self.emit(PeerOutput::Event(PeerEvent::Misbehaved { what, score }));
         let over = self.config.ban_threshold.is_some_and(|t| score >= t);
         if what.disconnects() || over {
             debug!(peer = %self.id, score, "{what}: disconnecting");
@@ -914,11 +916,10 @@ impl PeerMachine {
     }
 
     fn deliver(&mut self, kind: MessageKind, message: Option<NetworkMessage>) {
-        self.outputs
-            .push_back(PeerOutput::Event(PeerEvent::MessageReceived {
-                kind,
-                message,
-            }));
+        self.emit(PeerOutput::Event(PeerEvent::MessageReceived {
+            kind,
+            message,
+        }));
     }
 
     fn send_version(&mut self, now: Time) {
@@ -984,8 +985,20 @@ impl PeerMachine {
         exponential(&mut self.rng, mean)
     }
 
+    /// The inventory state, created on first use.
+    fn inventory_state(&mut self) -> &mut InventoryState {
+        let cap = self.config.known_inventory_capacity;
+        let key = self.inventory_key;
+        self.inventory
+            .get_or_insert_with(|| Box::new(InventoryState::new(cap, key)))
+    }
+
     fn push_send(&mut self, message: NetworkMessage, token: Option<SendToken>) {
-        self.outputs.push_back(PeerOutput::Send { message, token });
+        self.emit(PeerOutput::Send { message, token });
+    }
+
+    fn emit(&mut self, output: PeerOutput) {
+        self.outputs.push_back(Queued::Output(output));
     }
 
     fn our_version(&self) -> u32 {
@@ -993,6 +1006,19 @@ impl PeerMachine {
             .unwrap_or(self.config.chain.protocol_version)
     }
 }
+
+/// An output as queued. A block announced alone is kept as its entry and becomes an `inv`
+/// message only when polled: the message's `Vec` is then allocated by the thread that encodes
+/// and frees it (the connection task's), not by whichever thread relays the block to many
+/// peers, which keeps the allocator on its fast per-thread path.
+#[derive(Debug)]
+enum Queued {
+    Output(PeerOutput),
+    BlockInv(Inventory),
+}
+
+/// Mixed into the seed for the known-inventory key, so that key and `rng` differ.
+const INVENTORY_KEY_TWEAK: u64 = 0x6b6e_6f77_6e5f_696e;
 
 /// Bloom-filter related commands (BIP37/BIP111), refused unless we offer `NODE_BLOOM`.
 fn is_bloom_kind(kind: MessageKind) -> bool {
