@@ -105,6 +105,11 @@ pub struct ServerSpec {
     /// command only when it is set, since holding finished peers would distort the memory
     /// figures of churn and idle.
     pub fanout_batch: u64,
+    /// peerpool server only: whether the per-session cost limits (soft and hard, see
+    /// `peerpool_core::cost`) apply. On everywhere but the throughput scenario, whose single
+    /// flooding session is exactly what the limits exist to slow down and cut off; their
+    /// effect is measured on its own by `cargo bench -p peerpool-net --bench priority`.
+    pub cost_limits: bool,
 }
 
 impl ServerSpec {
@@ -118,19 +123,21 @@ impl ServerSpec {
             read_buffer: 0,
             cpu: None,
             fanout_batch: 0,
+            cost_limits: true,
         }
     }
 
     fn encode(&self) -> String {
         format!(
-            "impl={} threads={} max_conns={} nofile={} read_buffer={} cpu={} fanout_batch={}",
+            "impl={} threads={} max_conns={} nofile={} read_buffer={} cpu={} fanout_batch={} cost_limits={}",
             self.imp,
             self.threads,
             self.max_conns,
             self.nofile.map_or_else(|| "max".into(), |n| n.to_string()),
             self.read_buffer,
             self.cpu.map_or_else(|| "any".into(), |n| n.to_string()),
-            self.fanout_batch
+            self.fanout_batch,
+            self.cost_limits
         )
     }
 
@@ -154,6 +161,7 @@ impl ServerSpec {
                 "read_buffer" => spec.read_buffer = v.parse()?,
                 "cpu" => spec.cpu = if v == "any" { None } else { Some(v.parse()?) },
                 "fanout_batch" => spec.fanout_batch = v.parse()?,
+                "cost_limits" => spec.cost_limits = v.parse()?,
                 _ => bail!("unknown server spec key {k:?}"),
             }
         }
@@ -322,6 +330,7 @@ fn child_main(spec: &str) -> anyhow::Result<()> {
                 listener,
                 c,
                 spec.max_conns,
+                spec.cost_limits,
                 registry,
                 s,
             ));

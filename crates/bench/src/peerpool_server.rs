@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use peerpool_core::cost::Limits;
 use peerpool_net::{accept_loop, AcceptLimits, Config, Listeners, Peer};
 use peerpool_wire::{Command, Network};
 use tokio::net::TcpListener;
@@ -12,12 +13,14 @@ use tokio_util::sync::CancellationToken;
 use crate::child::Counters;
 use crate::scenario::throughput::BLOB_COMMAND;
 
-/// Accepts peers until `shutdown`, at most `max_inbound` at once; with `registry`, keeps every
-/// accepted peer there (for the fan-out relay).
+/// Accepts peers until `shutdown`, at most `max_inbound` at once, with or without the
+/// per-session cost limits; with `registry`, keeps every accepted peer there (for the fan-out
+/// relay).
 pub(crate) async fn serve(
     listener: TcpListener,
     counters: Arc<Counters>,
     max_inbound: usize,
+    cost_limits: bool,
     registry: Option<Arc<Mutex<Vec<Peer>>>>,
     shutdown: CancellationToken,
 ) {
@@ -41,7 +44,11 @@ pub(crate) async fn serve(
             }
         })
         .on_disconnect(move |_, _| Counters::add(&c3.disconnected, 1));
-    let config = Arc::new(Config::new(Network::Regtest.params()).with_listeners(listeners));
+    let mut config = Config::new(Network::Regtest.params()).with_listeners(listeners);
+    if !cost_limits {
+        config.cost = Limits::unlimited();
+    }
+    let config = Arc::new(config);
     accept_loop(
         listener,
         config,
