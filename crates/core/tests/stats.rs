@@ -182,6 +182,8 @@ fn the_snapshot_describes_the_connection() {
     assert_eq!(b.direction, Direction::Inbound);
     assert_eq!(b.addr, A_ADDR.parse().unwrap());
     assert_eq!(b.local_addr, Some(B_ADDR.parse().unwrap()));
+    // A's version names the address it dialed: B's, as A sees it.
+    assert_eq!(b.addr_local_reported, Some(B_ADDR.parse().unwrap()));
     assert_eq!(b.conn_time, T0);
     assert_eq!(
         b.connected_for(now + Duration::from_secs(9)),

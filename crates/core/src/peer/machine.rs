@@ -276,6 +276,9 @@ impl PeerMachine {
             id: self.id,
             addr: self.addrs.remote,
             local_addr: self.addrs.local,
+            addr_local_reported: r
+                .and_then(|r| r.version.receiver.socket_addr().ok())
+                .filter(|a| !a.ip().is_unspecified() && a.port() != 0),
             direction: self.direction,
             services: self.services(),
             user_agent: r.map(|r| r.version.user_agent.clone()).unwrap_or_default(),

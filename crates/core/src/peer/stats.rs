@@ -53,6 +53,9 @@ pub struct StatsSnapshot {
     pub addr: SocketAddr,
     /// Our end of the connection.
     pub local_addr: Option<SocketAddr>,
+    /// Our address as the peer sees it: the receiver address of its `version`, when it gave
+    /// one (Bitcoin Core's `addrlocal`).
+    pub addr_local_reported: Option<SocketAddr>,
     /// Inbound or outbound.
     pub direction: Direction,
     /// Services the peer announced.

@@ -798,7 +798,7 @@ struct PeerRow<'a> {
     addr: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     addrbind: Option<String>,
-    /// Our end of the connection as the socket shows it.
+    /// Our address as the peer reported it in its `version`.
     #[serde(skip_serializing_if = "Option::is_none")]
     addrlocal: Option<String>,
     network: &'static str,
@@ -850,8 +850,8 @@ impl<'a> PeerRow<'a> {
         Some(PeerRow {
             id: d.id.0,
             addr: d.addr.to_string(),
-            addrbind: local.clone(),
-            addrlocal: local,
+            addrbind: local,
+            addrlocal: s.addr_local_reported.map(|a| a.to_string()),
             network: network_name(&d.addr),
             services: format!("{:016x}", s.services.to_u64()),
             servicesnames: service_names(s.services),
