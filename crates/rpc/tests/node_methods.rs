@@ -298,6 +298,10 @@ async fn disconnectnode_by_address_and_id() {
         ok(json!(null)),
     )
     .await;
+    // As in Bitcoin Core, a peer told to disconnect stays listed until its connection is
+    // torn down; only then does its id stop being found.
+    node.wait_for("getconnectioncount", json!([]), |r| r == &json!(0))
+        .await;
     golden(
         &node,
         "disconnectnode",
@@ -306,8 +310,6 @@ async fn disconnectnode_by_address_and_id() {
         err(-29, "Node not found in connected nodes"),
     )
     .await;
-    node.wait_for("getconnectioncount", json!([]), |r| r == &json!(0))
-        .await;
     golden(
         &node,
         "disconnectnode",
