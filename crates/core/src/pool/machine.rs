@@ -293,6 +293,8 @@ pub enum Refused {
     Banned,
     /// No room (see the connection manager).
     Full(RefuseReason),
+    /// Network activity is off ([`PoolMachine::set_network_active`]).
+    NetworkInactive,
 }
 
 #[derive(Debug)]
@@ -325,6 +327,9 @@ pub struct PoolMachine {
     relayed_set: BTreeSet<NetAddr>,
     timers: BTreeMap<Timer, Time>,
     last_reseed: Option<Time>,
+    /// P2P activity is on (`setnetworkactive`): while off nothing is dialed, no inbound
+    /// connection is taken and the connection manager's timers wait.
+    network_active: bool,
     outputs: VecDeque<Output>,
 }
 
@@ -359,6 +364,7 @@ impl PoolMachine {
             relayed_set: BTreeSet::new(),
             timers: BTreeMap::new(),
             last_reseed: None,
+            network_active: true,
             outputs: VecDeque::new(),
         }
     }
@@ -401,13 +407,21 @@ impl PoolMachine {
         self.outputs.pop_front()
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) next has work.
+    /// When [`handle_timeout`](Self::handle_timeout) next has work. While network activity
+    /// is off the connection manager's deadlines (dials, feelers, manual redials) do not
+    /// count: they are carried out once it is back on.
     pub fn poll_timeout(&self) -> Option<Time> {
-        [self.connman.poll_timeout(), self.banman.poll_timeout()]
+        let connman = self.connman.poll_timeout().filter(|_| self.network_active);
+        [connman, self.banman.poll_timeout()]
             .into_iter()
             .flatten()
             .chain(self.timers.values().copied())
             .min()
+    }
+
+    /// Whether P2P activity is on (see [`set_network_active`](Self::set_network_active)).
+    pub fn network_active(&self) -> bool {
+        self.network_active
     }
 
     /// The deadline of one of the machine's own named timers, if armed.
@@ -427,6 +441,12 @@ impl PoolMachine {
         // The connection-opening path settles waiting tried collisions first (Core's
         // `ResolveCollisions` at the top of each `ThreadOpenConnections` loop).
         self.addrman.resolve_collisions(now);
+        if !self.network_active {
+            // Paused: no dial is due, nothing starves, only bookkeeping runs.
+            self.due_local_addrs(now);
+            self.arm_collisions(now);
+            return;
+        }
         let reachable = self.reachable();
         // Hosts we dialed (connected or pending): a collision's incumbent among them is known
         // to work and needs no feeler.
@@ -495,6 +515,12 @@ impl PoolMachine {
                 peer,
                 reason: DisconnectReason::Banned,
             });
+        } else if !self.network_active {
+            // Dialed before activity was turned off: it goes the way of the others.
+            self.outputs.push_back(Output::Disconnect {
+                peer,
+                reason: DisconnectReason::Requested,
+            });
         }
     }
 
@@ -514,6 +540,9 @@ impl PoolMachine {
         peer: PeerId,
         addr: NetAddr,
     ) -> Result<(), Refused> {
+        if !self.network_active {
+            return Err(Refused::NetworkInactive);
+        }
         let permissions = self.whitelisted(&addr);
         let noban = permissions.contains(&Permission::NoBan);
         if !noban && self.banman.is_banned(&addr, now) {
@@ -795,6 +824,29 @@ impl PoolMachine {
     /// `addnode remove`.
     pub fn remove_node(&mut self, addr: NetAddr) -> Result<(), connman::ConnError> {
         self.connman.remove_manual(addr)
+    }
+
+    /// Turns P2P activity off or on, as Bitcoin Core's `setnetworkactive`. Off: every peer
+    /// is disconnected ([`DisconnectReason::Requested`]), inbound connections are refused
+    /// ([`Refused::NetworkInactive`]), and automatic dials, feelers, manual redials and
+    /// reseeds wait without counting as failed attempts. On: what waited is due at once.
+    pub fn set_network_active(&mut self, active: bool) {
+        if self.network_active == active {
+            return;
+        }
+        self.network_active = active;
+        if active {
+            // The connection manager's deadlines passed while paused count again, so
+            // `poll_timeout` reports them due at once.
+            return;
+        }
+        self.timers.remove(&Timer::Reseed);
+        for &peer in self.peers.keys() {
+            self.outputs.push_back(Output::Disconnect {
+                peer,
+                reason: DisconnectReason::Requested,
+            });
+        }
     }
 
     /// `addnode onetry`.

@@ -107,8 +107,6 @@ pub(crate) struct Driver {
     /// Resolver and proxy for DNS seeding on [`Output::Reseed`]; `None` when DNS seeding is
     /// off (or connect-only).
     dns_reseed: Option<(Option<SeedResolver>, Option<SocketAddr>)>,
-    /// Off after `setnetworkactive false`: no peers, no dials, no inbound.
-    network_active: bool,
     /// Traffic of connections already closed, for [`NetTotals`].
     closed_traffic: NetTotals,
 }
@@ -205,7 +203,6 @@ impl Driver {
             seeds: config.seeds.clone(),
             dns_reseed: (config.dns_seed && !config.machine.connman.connect_only)
                 .then(|| (config.seed_resolver.clone(), config.proxy)),
-            network_active: true,
             closed_traffic: NetTotals::default(),
         };
         let connect_only = config.machine.connman.connect_only;
@@ -375,10 +372,6 @@ impl Driver {
     fn on_inbound(&mut self, accepted: Accepted) {
         let now = clock::now();
         let addr = NetAddr::from_socket(accepted.addr);
-        if !self.network_active {
-            debug!(%addr, "inbound refused: network activity is off");
-            return;
-        }
         if let Some(cap) = self.max_inbound {
             if self.machine.connman().inbound_count() >= cap {
                 debug!(%addr, "inbound refused: the inbound cap of {cap} is reached");
@@ -390,6 +383,9 @@ impl Driver {
             Ok(()) => self.start_peer(now, peer, addr, accepted.stream),
             Err(Refused::Banned) => debug!(%addr, "inbound refused: banned"),
             Err(Refused::Full(why)) => debug!(%addr, "inbound refused: {why:?}"),
+            Err(Refused::NetworkInactive) => {
+                debug!(%addr, "inbound refused: network activity is off");
+            }
         }
     }
 
@@ -563,19 +559,14 @@ impl Driver {
                 let _ = reply.send(totals);
             }
             Command::SetNetworkActive(active, reply) => {
-                if active != self.network_active {
+                if active != self.machine.network_active() {
                     info!(active, "network activity set");
-                    self.network_active = active;
                 }
-                if !active {
-                    for e in self.peers.values() {
-                        e.peer.disconnect_with(DisconnectReason::Requested);
-                    }
-                }
+                self.machine.set_network_active(active);
                 let _ = reply.send(());
             }
             Command::NetworkActive(reply) => {
-                let _ = reply.send(self.network_active);
+                let _ = reply.send(self.machine.network_active());
             }
             Command::Sessions(reply) => {
                 let _ = reply.send(self.sessions());
@@ -616,8 +607,9 @@ impl Driver {
                 if self.stopping {
                     return;
                 }
-                if !self.network_active {
-                    // Answered at once, as a failed dial, so no slot waits on it.
+                if !self.machine.network_active() {
+                    // Only `addnode onetry` asks while paused; answered at once, as a failed
+                    // dial, so no slot waits on it.
                     let _ = self.lifecycle_tx.send(Lifecycle::Dialed {
                         req,
                         result: Err(io::Error::other("network activity is off")),

@@ -297,7 +297,9 @@ impl PoolHandle {
     }
 
     /// Turns all P2P activity off or back on (`setnetworkactive`). Off: every peer is
-    /// disconnected, inbound connections are refused and no dial is made.
+    /// disconnected, inbound connections are refused and no dial is made; the dials that
+    /// wait (automatic, feelers, `addnode` peers) are made once it is back on, and pausing
+    /// counts no failed attempt in the address book.
     pub async fn set_network_active(&self, active: bool) -> Result<(), PoolError> {
         self.ask(|r| Command::SetNetworkActive(active, r)).await
     }

@@ -25,9 +25,15 @@ fn drain(p: &mut PoolMachine) -> Vec<Output> {
 /// Runs every deadline due up to `until` (as the runtime would) and returns all outputs.
 fn run_until(p: &mut PoolMachine, until: Time) -> Vec<Output> {
     let mut out = drain(p);
+    let mut rounds = 0;
     while let Some(t) = p.poll_timeout().filter(|t| *t <= until) {
         p.handle_timeout(t);
         out.extend(drain(p));
+        rounds += 1;
+        assert!(
+            rounds < 100_000,
+            "a deadline at {t:?} stays due after handling it"
+        );
     }
     out
 }
@@ -363,5 +369,86 @@ fn a_ban_made_while_dialing_closes_the_connection_once_it_opens() {
             peer: PeerId(1),
             reason: DisconnectReason::Banned
         }]
+    );
+}
+
+#[test]
+fn network_activity_off_disconnects_everyone_and_pauses_dials_until_back_on() {
+    let mut p = pool(local_config());
+    let addrs: Vec<AddrRecord> = (1..=20)
+        .map(|i| (a(&format!("127.0.{i}.1:18444")), ServiceFlags::NETWORK, T0))
+        .collect();
+    p.add_addresses(T0, &addrs, a("127.0.0.1:1"));
+    let manual = a("127.0.77.1:18444");
+    p.add_node(T0, manual).unwrap();
+    let (out_peer, _) = join_outbound(&mut p, T0, 1);
+    p.handle_inbound(T0, PeerId(2), a("127.0.50.1:40000"))
+        .unwrap();
+    drain(&mut p);
+
+    p.set_network_active(false);
+    assert!(!p.network_active());
+    let out = drain(&mut p);
+    for peer in [out_peer, PeerId(2)] {
+        assert!(
+            out.contains(&Output::Disconnect {
+                peer,
+                reason: DisconnectReason::Requested
+            }),
+            "{out:?}"
+        );
+    }
+    p.handle_disconnected(T0, out_peer, DisconnectReason::Requested);
+    p.handle_disconnected(T0, PeerId(2), DisconnectReason::Requested);
+    drain(&mut p);
+    assert_eq!(
+        p.handle_inbound(T0, PeerId(3), a("127.0.51.1:40000")),
+        Err(Refused::NetworkInactive)
+    );
+    // Ten minutes paused: no dial of any kind, no reseed, and no deadline already past (a
+    // runtime would otherwise spin).
+    let later = T0 + Duration::from_secs(600);
+    let out = run_until(&mut p, later);
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Dial { .. } | Output::Reseed)),
+        "{out:?}"
+    );
+    assert!(
+        p.poll_timeout().map_or(true, |t| t > later),
+        "{:?}",
+        p.poll_timeout()
+    );
+    let tries_before: u32 = (1..=20)
+        .filter_map(|i| p.addrman().info(&a(&format!("127.0.{i}.1:18444"))))
+        .map(|i| i.attempts)
+        .sum();
+
+    p.set_network_active(true);
+    assert!(p.poll_timeout().is_some_and(|t| t <= later));
+    let out = run_until(&mut p, later + Duration::from_secs(4));
+    let dials: Vec<(NetAddr, ConnKind)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Dial { addr, kind, .. } => Some((*addr, *kind)),
+            _ => None,
+        })
+        .collect();
+    assert!(dials.contains(&(manual, ConnKind::Manual)), "{dials:?}");
+    assert_eq!(
+        dials
+            .iter()
+            .filter(|(_, k)| *k == ConnKind::Outbound)
+            .count(),
+        8,
+        "{dials:?}"
+    );
+    let tries_after: u32 = (1..=20)
+        .filter_map(|i| p.addrman().info(&a(&format!("127.0.{i}.1:18444"))))
+        .map(|i| i.attempts)
+        .sum();
+    assert_eq!(
+        tries_before, tries_after,
+        "pausing counted no failed attempt"
     );
 }
