@@ -107,6 +107,8 @@ pub(crate) struct Driver {
     /// Resolver and proxy for DNS seeding on [`Output::Reseed`]; `None` when DNS seeding is
     /// off (or connect-only).
     dns_reseed: Option<(Option<SeedResolver>, Option<SocketAddr>)>,
+    /// New sessions start with message logging on (the admin `log new`).
+    log_new: bool,
     /// Traffic of connections already closed, for [`NetTotals`].
     closed_traffic: NetTotals,
 }
@@ -203,6 +205,7 @@ impl Driver {
             seeds: config.seeds.clone(),
             dns_reseed: (config.dns_seed && !config.machine.connman.connect_only)
                 .then(|| (config.seed_resolver.clone(), config.proxy)),
+            log_new: false,
             closed_traffic: NetTotals::default(),
         };
         let connect_only = config.machine.connman.connect_only;
@@ -392,6 +395,10 @@ impl Driver {
     /// Hands a connection the machine has accounted for to its peer.
     fn start_peer(&mut self, now: Time, peer: Peer, addr: NetAddr, stream: TcpStream) {
         let id = peer.id();
+        if self.log_new {
+            peer.set_message_logging(true);
+            info!(%id, %addr, "message logging on for a new session");
+        }
         self.peers.insert(
             id,
             Entry {
@@ -573,6 +580,11 @@ impl Driver {
             }
             Command::ToggleLog(peer, reply) => {
                 let _ = reply.send(self.toggle_log(peer));
+            }
+            Command::LogNew(on, reply) => {
+                self.log_new = on.unwrap_or(!self.log_new);
+                info!(on = self.log_new, "message logging of new sessions set");
+                let _ = reply.send(self.log_new);
             }
             Command::KnownAddresses(reply) => {
                 let _ = reply.send(self.known_addresses(now));

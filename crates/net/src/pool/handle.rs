@@ -144,6 +144,7 @@ pub(crate) enum Command {
     PingAll(Reply<usize>),
     Sessions(Reply<Vec<SessionInfo>>),
     ToggleLog(PeerId, Reply<Option<bool>>),
+    LogNew(Option<bool>, Reply<bool>),
     KnownAddresses(Reply<Vec<KnownAddress>>),
     SendMessage(PeerId, Box<NetworkMessage>, Reply<Result<(), ConnError>>),
 }
@@ -325,6 +326,13 @@ impl PoolHandle {
     /// it is now logged.
     pub async fn toggle_log(&self, peer: PeerId) -> Result<Option<bool>, PoolError> {
         self.ask(|r| Command::ToggleLog(peer, r)).await
+    }
+
+    /// Whether sessions that connect from now on start with message logging on (the admin
+    /// `log new`): `Some(on)` sets it, `None` toggles it; returns the new setting. Sessions
+    /// already connected are left as they are (see [`toggle_log`](Self::toggle_log)).
+    pub async fn log_new_sessions(&self, on: Option<bool>) -> Result<bool, PoolError> {
+        self.ask(|r| Command::LogNew(on, r)).await
     }
 
     /// Every address in the address book with its state (the admin `peers` command): tried

@@ -231,13 +231,34 @@ impl Context {
     }
 
     /// Toggles logging, ElectrumX's answers: `logging session N` / `not logging session N`,
-    /// `logging all sessions`, `logging no sessions`, `unknown: X`.
+    /// `logging all sessions`, `logging no sessions`, `logging new sessions` / `not logging
+    /// new sessions`, `unknown: X`. `all` and `none` also set whether sessions connecting
+    /// later are logged; `new` toggles only that.
     async fn log(&self, ids: &[String]) -> Result<Vec<String>, RpcError> {
         let sessions = self.sessions().await?;
-        let refs = References::resolve(ids, &sessions, &["all", "none"]);
+        let refs = References::resolve(ids, &sessions, &["all", "none", "new"]);
         let mut out = Vec::new();
-        for special in &refs.specials {
+        // ElectrumX's order: all, none, then new, whatever order they were given in.
+        let mut specials = refs.specials.clone();
+        specials.sort_by_key(|s| ["all", "none", "new"].iter().position(|k| k == s));
+        specials.dedup();
+        for special in &specials {
+            if special == "new" {
+                let on = self
+                    .daemon
+                    .pool
+                    .log_new_sessions(None)
+                    .await
+                    .map_err(pool_error)?;
+                out.push(if on { "logging" } else { "not logging" }.to_owned() + " new sessions");
+                continue;
+            }
             let want = special == "all";
+            self.daemon
+                .pool
+                .log_new_sessions(Some(want))
+                .await
+                .map_err(pool_error)?;
             for s in sessions.iter().filter(|s| s.logged != want) {
                 self.daemon
                     .pool

@@ -7,8 +7,8 @@
 //!   flight, address book, bans, uptime, pid, version, chain);
 //! - `sessions`: one row per connection (a session is one peer connection; its id is the
 //!   node id of `getpeerinfo`); `groups`: sessions by netgroup; `peers`: the address book;
-//! - `disconnect ID...` and `log ID...` (ids, netgroup names, `all`; `log` also `none`),
-//!   answered per id in ElectrumX's words;
+//! - `disconnect ID...` and `log ID...` (ids, netgroup names, `all`; `log` also `none`,
+//!   and `new` for sessions that connect later), answered per id in ElectrumX's words;
 //! - `subscribe`, `peer_count`, `connected_peers`, `connect`: the event stream and the bus's
 //!   requests (see [`crate::events`]).
 //!
