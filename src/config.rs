@@ -38,6 +38,7 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     // Node RPC (see `crate::rpc`).
     pub rpc_bind: Option<Vec<String>>,
+    pub rpc_allow_ip: Option<Vec<String>>,
     pub rpc_user: Option<String>,
     pub rpc_password: Option<String>,
     pub rpcauth: Option<Vec<String>>,

@@ -9,6 +9,7 @@ use peerpool_rpc::node::serde_json::{self, Map, Value};
 use peerpool_rpc::node::{auth, client, default_port, Config, Credentials, RpcAuth, Server};
 
 use crate::config::{pick, pick_list, FileConfig};
+use peerpool_core::pool::banman::Subnet;
 
 /// `peerpool run`'s flags for the RPC server.
 #[derive(Args, Debug, Default)]
@@ -18,6 +19,11 @@ pub struct ServerArgs {
     /// chain's RPC port (8332 on mainnet, 18443 on regtest, as Bitcoin Core).
     #[arg(long, value_name = "ADDR")]
     rpc_bind: Vec<String>,
+    /// Admit RPC clients from this subnet besides loopback (repeatable; an address, a
+    /// network/CIDR such as 10.0.0.0/8, or a network/netmask; Bitcoin Core's rpcallowip).
+    /// Required for an --rpc-bind address that is not loopback.
+    #[arg(long, value_name = "SUBNET")]
+    rpc_allow_ip: Vec<String>,
     /// RPC user name; with --rpc-password, replaces the cookie file.
     #[arg(long, value_name = "USER", requires = "rpc_password")]
     rpc_user: Option<String>,
@@ -52,6 +58,30 @@ impl ServerArgs {
             bind.push(SocketAddr::from(([127, 0, 0, 1], port)));
             bind.push(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)));
         }
+        let mut allow = Vec::new();
+        for spec in pick_list(&self.rpc_allow_ip, &file.rpc_allow_ip) {
+            let subnet = spec.parse::<Subnet>().map_err(|e| {
+                anyhow::anyhow!(
+                    "invalid --rpc-allow-ip {spec:?}: {e}; valid values are a single IP \
+                     (1.2.3.4), a network/CIDR (1.2.3.0/24), a network/netmask \
+                     (1.2.3.0/255.255.255.0), all IPv4 (0.0.0.0/0) or all IPv6 (::/0)"
+                )
+            })?;
+            if subnet.prefix().is_none() {
+                bail!("invalid --rpc-allow-ip {spec:?}: RPC clients connect over IP only");
+            }
+            allow.push(subnet);
+        }
+        // Only loopback clients could use a listener elsewhere (the others get 403): that is
+        // a mistake worth stopping for, where Bitcoin Core falls back to loopback silently.
+        if allow.is_empty() {
+            if let Some(open) = bind.iter().find(|a| !a.ip().is_loopback()) {
+                bail!(
+                    "--rpc-bind {open} is not a loopback address, and only loopback clients are \
+                     admitted: give --rpc-allow-ip SUBNET for the clients to admit"
+                );
+            }
+        }
         let user = pick(self.rpc_user.clone(), file.rpc_user.clone());
         let password = pick(self.rpc_password.clone(), file.rpc_password.clone());
         let mut credentials = Credentials::default();
@@ -64,6 +94,7 @@ impl ServerArgs {
             credentials = credentials.with_rpcauth(RpcAuth::parse(&entry)?);
         }
         let mut config = Config::new(Vec::new(), credentials);
+        config.allow = allow;
         // As Bitcoin Core: the cookie unless a password is configured.
         if password.is_none() {
             config.cookie_dir = daemon.data_dir.clone();

@@ -23,6 +23,10 @@
 //! [`Config::work_queue`] requests run at once (more get HTTP 503, as Core's work queue).
 //!
 //! `GET /metrics` serves [`metrics`] without credentials.
+//!
+//! **Who may connect** (Bitcoin Core's `-rpcallowip`): clients on loopback (127.0.0.0/8 and
+//! ::1) and in [`Config::allow`]; any other client's requests get HTTP 403 Forbidden with an
+//! empty body before credentials are looked at.
 
 pub mod auth;
 pub mod client;
@@ -31,7 +35,7 @@ mod methods;
 pub mod metrics;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +65,8 @@ pub use metrics::Metrics;
 pub use serde_json;
 
 use crate::Daemon;
+use peerpool_core::addr::Host;
+use peerpool_core::pool::banman::Subnet;
 
 /// Delay before answering wrong credentials, to slow down guessing. Bitcoin Core: the 250 ms
 /// sleep of `HTTPReq_JSONRPC`.
@@ -106,6 +112,8 @@ pub struct Config {
     pub max_body: usize,
     /// See [`DEFAULT_WORK_QUEUE`].
     pub work_queue: usize,
+    /// Clients admitted besides loopback ones (see the module docs); empty: loopback only.
+    pub allow: Vec<Subnet>,
 }
 
 impl Config {
@@ -119,8 +127,22 @@ impl Config {
             timeout: DEFAULT_TIMEOUT,
             max_body: DEFAULT_MAX_BODY,
             work_queue: DEFAULT_WORK_QUEUE,
+            allow: Vec::new(),
         }
     }
+}
+
+/// Whether a client at `ip` may use the server: loopback always (Bitcoin Core admits
+/// 127.0.0.0/8 and ::1 whatever `-rpcallowip` says), else when a subnet of `allow` holds it.
+/// IPv4-mapped IPv6 addresses count as their IPv4 address.
+pub fn client_allowed(allow: &[Subnet], ip: IpAddr) -> bool {
+    let host = Host::from_ip(ip);
+    match host {
+        Host::Ipv4(v4) if v4.is_loopback() => return true,
+        Host::Ipv6(v6) if v6.is_loopback() => return true,
+        _ => {}
+    }
+    allow.iter().any(|s| s.contains(&host))
 }
 
 /// What the handlers share.
@@ -196,6 +218,7 @@ impl Server {
             .route("/wallet/{name}", post(rpc))
             .route("/metrics", get(scrape))
             .with_state(Arc::clone(&ctx));
+        let gate = Gate::new(router, config.allow.clone());
         let tracker = TaskTracker::new();
         {
             let metrics = Arc::clone(&metrics);
@@ -211,7 +234,7 @@ impl Server {
             addrs.push(addr);
             accept.push(tokio::spawn(accept_loop(
                 listener,
-                router.clone(),
+                gate.clone(),
                 config.timeout,
                 stop.clone(),
                 tracker.clone(),
@@ -259,16 +282,45 @@ impl Drop for Server {
     }
 }
 
+/// The routes, and what clients outside the allowed subnets get instead.
+#[derive(Clone)]
+struct Gate {
+    router: Router,
+    forbidden: Router,
+    allow: Arc<Vec<Subnet>>,
+}
+
+impl Gate {
+    fn new(router: Router, allow: Vec<Subnet>) -> Gate {
+        Gate {
+            router,
+            forbidden: Router::new().fallback(|| async { StatusCode::FORBIDDEN }),
+            allow: Arc::new(allow),
+        }
+    }
+
+    /// What serves a client at `from`.
+    fn routes_for(&self, from: SocketAddr) -> Router {
+        if client_allowed(&self.allow, from.ip()) {
+            self.router.clone()
+        } else {
+            // Answered rather than closed, as Bitcoin Core, so the client sees why.
+            warn!(%from, "RPC client rejected: its network is not allowed RPC access (see --rpc-allow-ip)");
+            self.forbidden.clone()
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
-    router: Router,
+    gate: Gate,
     timeout: Duration,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
     while let Some((stream, from)) = crate::accept_next(&listener, &stop, "RPC listener").await {
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(gate.routes_for(from));
         let stop = stop.clone();
         tracker.spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
@@ -471,5 +523,90 @@ async fn handle_one(ctx: &Context, request: Value) -> (StatusCode, Option<String
             )),
         ),
         Err(e) => (status_of(e.code), Some(legacy_error(&e, id))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(allow: &[&str], ip: &str) -> bool {
+        let allow: Vec<Subnet> = allow.iter().map(|s| s.parse().unwrap()).collect();
+        client_allowed(&allow, ip.parse().unwrap())
+    }
+
+    #[test]
+    fn loopback_is_always_allowed_and_nothing_else_by_default() {
+        for ip in ["127.0.0.1", "127.45.3.2", "::1", "::ffff:127.0.0.9"] {
+            assert!(allowed(&[], ip), "{ip}");
+        }
+        for ip in [
+            "10.0.0.1",
+            "192.168.1.7",
+            "2001:db8::1",
+            "::ffff:10.0.0.1",
+            "0.0.0.0",
+        ] {
+            assert!(!allowed(&[], ip), "{ip}");
+        }
+    }
+
+    #[test]
+    fn allowed_subnets_admit_their_clients_only() {
+        let allow = [
+            "10.1.0.0/16",
+            "192.168.1.7",
+            "2001:db8::/32",
+            "172.16.0.0/255.240.0.0",
+        ];
+        for ip in [
+            "10.1.200.3",
+            "192.168.1.7",
+            "2001:db8:ffff::2",
+            "172.31.255.254",
+            "::ffff:10.1.0.1",
+        ] {
+            assert!(allowed(&allow, ip), "{ip}");
+        }
+        for ip in ["10.2.0.1", "192.168.1.8", "2001:db9::1", "172.32.0.1"] {
+            assert!(!allowed(&allow, ip), "{ip}");
+        }
+        assert!(allowed(&["0.0.0.0/0"], "8.8.4.4"));
+        assert!(!allowed(&["0.0.0.0/0"], "2001:db8::1"));
+        assert!(allowed(&["::/0"], "2001:db8::1"));
+    }
+
+    async fn status_for(gate: &Gate, from: &str, path: &str) -> (StatusCode, Bytes) {
+        use tower::ServiceExt;
+        let req = axum::http::Request::post(path)
+            .body(Body::from(r#"{"method":"uptime"}"#))
+            .unwrap();
+        let r = gate
+            .routes_for(from.parse().unwrap())
+            .oneshot(req)
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.into_body().collect().await.unwrap().to_bytes())
+    }
+
+    #[tokio::test]
+    async fn clients_outside_the_allowed_subnets_get_an_empty_403() {
+        let inner = Router::new().route("/", post(|| async { "served" }));
+        let gate = Gate::new(inner, vec!["10.1.0.0/16".parse().unwrap()]);
+        for path in ["/", "/wallet/w", "/metrics"] {
+            assert_eq!(
+                status_for(&gate, "10.2.0.1:5000", path).await,
+                (StatusCode::FORBIDDEN, Bytes::new()),
+                "{path}"
+            );
+        }
+        for from in ["10.1.3.4:5000", "127.0.0.1:5000", "[::1]:5000"] {
+            assert_eq!(
+                status_for(&gate, from, "/").await,
+                (StatusCode::OK, Bytes::from_static(b"served")),
+                "{from}"
+            );
+        }
     }
 }
