@@ -600,7 +600,7 @@ mod tests {
     use super::*;
     use crate::{dial, Listeners};
 
-    const WAIT: Duration = Duration::from_secs(10);
+    const WAIT: Duration = Duration::from_secs(30);
 
     fn block(n: u8) -> Inventory {
         Inventory::Block(BlockHash::from_byte_array([n; 32]))

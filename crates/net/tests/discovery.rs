@@ -32,8 +32,9 @@ use tokio_util::sync::CancellationToken;
 /// Timeout given to proxy operations that are expected to succeed or fail quickly.
 const PROXY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A short lookup timeout for tests that wait for one to expire.
-const SHORT: Duration = Duration::from_millis(300);
+/// A short lookup timeout for tests that wait for one to expire. Lookups that must succeed
+/// under it go to a nameserver in the same process: a second leaves room for a loaded machine.
+const SHORT: Duration = Duration::from_secs(1);
 
 /// The Tor Project's published v3 onion service name.
 const ONION: &str = "2gzyxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion";
@@ -153,23 +154,23 @@ async fn a_silent_nameserver_times_out_within_the_lookup_timeout() {
     let dead = silent_nameserver().await;
     let resolver = SeedResolver::with_nameserver(dead.local_addr().unwrap()).with_timeout(SHORT);
     assert_eq!(resolver.timeout(), SHORT);
+    let names = ["a.test", "b.test", "c.test", "d.test", "e.test", "f.test"];
     let started = Instant::now();
     let report = within(
         "lookups against a dead server",
-        resolver.resolve(&seeds(&["a.test", "b.test"]), 1),
+        resolver.resolve(&seeds(&names), 1),
     )
     .await;
     let took = started.elapsed();
     assert!(report.addrs.is_empty());
+    assert_eq!(report.per_seed.len(), names.len());
     for (_, r) in &report.per_seed {
         assert_eq!(r, &Err(SeedError::TimedOut(SHORT)));
     }
-    // The seeds were looked up together: two timeouts in parallel, not in a row.
+    // The seeds were looked up together: six timeouts in parallel, not in a row (which
+    // takes at least six timeouts; the margin below it is for a loaded machine).
     assert!(took >= SHORT, "gave up early: {took:?}");
-    assert!(
-        took < SHORT * 2 + Duration::from_millis(500),
-        "took {took:?}"
-    );
+    assert!(took < SHORT * names.len() as u32, "took {took:?}");
 }
 
 #[tokio::test]
@@ -513,7 +514,8 @@ async fn an_unreachable_or_hung_proxy_fails_in_bounded_time() {
         "{e:?}"
     );
     assert_eq!(e.kind(), io::ErrorKind::TimedOut);
-    assert!(started.elapsed() < SHORT + Duration::from_secs(1));
+    // Bounded by the timeout, not by the proxy: the margin is for a loaded machine.
+    assert!(started.elapsed() < SHORT + Duration::from_secs(5));
 
     let e = resolve_via_tor(hung, "seed.test", SHORT)
         .await

@@ -26,6 +26,11 @@ use peerpool_wire::{Command, FrameError, MessageKind, Network};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+/// A handshake or ping timeout for tests in which the evil peer must still do something
+/// before it fires (send its version, answer a ping): long enough for a loaded machine, short
+/// enough to wait for.
+const RACED_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A peerpool server with `pc`, an evil client connected to it, and the server's handle.
 async fn evil_client(pc: PeerConfig, listeners: Listeners) -> (RawPeer, Peer) {
     init_logs();
@@ -247,7 +252,7 @@ async fn garbage_command_bytes_drop_only_that_message() {
 #[tokio::test]
 async fn nothing_but_the_handshake_leaks_before_verack() {
     let mut pc = peer_config();
-    pc.handshake_timeout = Duration::from_millis(400);
+    pc.handshake_timeout = RACED_TIMEOUT;
     let (mut raw, peer) = evil_client(pc, Listeners::new()).await;
     queue_everything(&peer, 1);
     raw.send(&NetworkMessage::Version(version(MODERN, 9))).await;
@@ -410,7 +415,7 @@ async fn silent_dialer_hits_the_handshake_timeout_and_hears_nothing() {
 #[tokio::test]
 async fn version_without_verack_hits_the_handshake_timeout() {
     let mut pc = peer_config();
-    pc.handshake_timeout = Duration::from_millis(300);
+    pc.handshake_timeout = RACED_TIMEOUT;
     let (mut raw, peer) = evil_client(pc, Listeners::new()).await;
     raw.send(&NetworkMessage::Version(version(MODERN, 8))).await;
     let got = raw.read_to_close().await;
@@ -448,7 +453,7 @@ async fn unanswered_ping_times_out() {
 #[tokio::test]
 async fn peer_silent_after_answering_a_ping_times_out_for_inactivity() {
     let mut pc = peer_config();
-    pc.timeout_interval = Duration::from_millis(300);
+    pc.timeout_interval = RACED_TIMEOUT;
     let (rtt_tx, mut rtt) = mpsc::unbounded_channel();
     let l = Listeners::new().on_ping_rtt(move |_, r| emit(&rtt_tx, r));
     let (mut raw, peer) = evil_client(pc, l).await;

@@ -51,7 +51,7 @@ async fn handshake_ping_and_clean_disconnect() {
         .unwrap();
     let server = accept.await.unwrap();
 
-    let timeout = Duration::from_secs(10);
+    let timeout = Duration::from_secs(30);
     let (what, _, ua) = tokio::time::timeout(timeout, rx.recv())
         .await
         .unwrap()

@@ -245,6 +245,27 @@ async fn a_slow_subscriber_lags_and_never_stalls_the_pool() {
         }
     })
     .await;
+    // Each side pings right after the handshake, so pings and pongs follow the joining; wait
+    // for the hub to have had both from every spoke: ten messages for a bound of two.
+    within("the handshake pings and pongs", async {
+        loop {
+            let details = h.peer_details().await.unwrap();
+            let got = |d: &peerpool_net::pool::PeerDetails, kind| {
+                d.stats
+                    .as_ref()
+                    .is_some_and(|s| s.bytes_recv_per_msg.iter().any(|(k, _)| *k == kind))
+            };
+            if details.len() == 5
+                && details
+                    .iter()
+                    .all(|d| got(d, MessageKind::Ping) && got(d, MessageKind::Pong))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     match slow.recv().await {
         Err(Lagged(n)) => assert!(n >= 3, "lagged by {n}"),
         other => panic!("expected a lag notice, got {other:?}"),

@@ -76,8 +76,14 @@ async fn ready(child: &mut Child, addr: SocketAddr) -> bool {
         }
         if let Ok(mut s) = TcpStream::connect(addr).await {
             let mut answer = [0u8; 2];
-            if s.write_all(&[5, 1, 0]).await.is_ok() && s.read_exact(&mut answer).await.is_ok() {
-                return answer[0] == 5;
+            // Bounded: whatever took the port in between may never answer.
+            let answered = s.write_all(&[5, 1, 0]).await.is_ok()
+                && matches!(
+                    tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut answer)).await,
+                    Ok(Ok(_))
+                );
+            if answered {
+                return answer[0] == 5 && matches!(child.try_wait(), Ok(None));
             }
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use peerpool_core::addr::NetAddr;
 use peerpool_core::pool::addrman::{self, AddrMan};
+use peerpool_core::pool::banman::BanList;
 use peerpool_net::persist;
 use peerpool_net::pool::{Subnet, BANS_FILE, PEERS_FILE};
 use pool_support::*;
@@ -29,6 +30,12 @@ fn saved_book_size(dir: &Path) -> Option<usize> {
     AddrMan::deserialize_with(&bytes, config, fastrand::Rng::with_seed(1))
         .ok()
         .map(|b| b.size())
+}
+
+/// Bans in the ban list saved in `dir`, if it holds a readable one.
+fn saved_ban_count(dir: &Path) -> Option<usize> {
+    let bytes = persist::load(&dir.join(BANS_FILE), "banlist").ok()??;
+    BanList::decode(&bytes).ok().map(|b| b.len())
 }
 
 fn set_aside(dir: &Path, name: &str) -> Vec<String> {
@@ -88,9 +95,11 @@ fn a_killed_pool_loses_at_most_the_last_save_interval() {
             .ban("10.2.0.0/16".parse().unwrap(), Duration::from_secs(3600))
             .await
             .unwrap();
-        // Wait for a periodic save to carry the book (polling the file, not timing it).
+        // Wait for a periodic save to carry the book and the ban (polling the files, not
+        // timing it). A save may fall between the two changes, and a save writes the book
+        // before the bans, so both files are checked.
         within("a periodic save", async {
-            while saved_book_size(&dir) != Some(kept) {
+            while saved_book_size(&dir) != Some(kept) || saved_ban_count(&dir) != Some(1) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })

@@ -121,6 +121,26 @@ async fn messages_of_the_chosen_commands_and_peers_arrive_in_order_and_decoded()
         .find(|p| p.addr.ip() == ip(61, 2))
         .unwrap()
         .id;
+    // A pings the hub right after the handshake; that ping must be in before the
+    // subscription starts, or it would show among the test's own.
+    within("A's handshake ping", async {
+        loop {
+            let details = hub.handle().peer_details().await.unwrap();
+            let pinged = details.iter().any(|d| {
+                d.id == from_a
+                    && d.stats.as_ref().is_some_and(|s| {
+                        s.bytes_recv_per_msg
+                            .iter()
+                            .any(|(k, _)| *k == peerpool_wire::MessageKind::Ping)
+                    })
+            });
+            if pinged {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
 
     let mut c = Client::connect(addr).await.unwrap();
     let filter = call(

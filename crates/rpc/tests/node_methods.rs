@@ -4,7 +4,7 @@
 
 mod node_support;
 
-use node_support::{mask, pool, Node};
+use node_support::{mask, pool, Node, WAIT};
 use serde_json::{json, Value};
 
 /// Asserts a call's HTTP status and whole reply.
@@ -744,7 +744,7 @@ async fn control_methods() {
         ok(json!("peerpool stopping")),
     )
     .await;
-    tokio::time::timeout(std::time::Duration::from_secs(5), node.shutdown.cancelled())
+    tokio::time::timeout(WAIT, node.shutdown.cancelled())
         .await
         .expect("stop cancels the daemon's shutdown token");
 }

@@ -15,6 +15,10 @@ use tokio_util::sync::CancellationToken;
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "hunter2";
 
+/// Longest a poll waits for the pool to reach a state: the pool gets there in milliseconds,
+/// this only bounds a test on a loaded machine.
+pub const WAIT: Duration = Duration::from_secs(30);
+
 /// A pool on loopback.
 pub async fn pool() -> Pool {
     let chain = peerpool_wire::Network::Regtest.params();
@@ -111,7 +115,7 @@ impl Node {
         params: Value,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + WAIT;
         loop {
             let r = self.ok(method, params.clone()).await;
             if pred(&r) {
@@ -125,14 +129,18 @@ impl Node {
         }
     }
 
-    /// Connects to a new loopback peer (`addnode onetry`) and waits for the handshake.
+    /// Connects to a new loopback peer (`addnode onetry`) and waits for the handshake to be
+    /// complete on our side: the peer's verack received, not only its version (which arrives
+    /// first, so `version` alone is set while the verack may still be on its way).
     pub async fn connect_peer(&self, peer: &Pool) -> String {
         let target = peer.listening()[0].to_string();
         self.ok("addnode", serde_json::json!([target, "onetry"]))
             .await;
         self.wait_for("getpeerinfo", Value::Null, |r| {
             r.as_array().unwrap().iter().any(|p| {
-                p["addr"] == Value::String(target.clone()) && p["version"].as_u64() != Some(0)
+                p["addr"] == Value::String(target.clone())
+                    && p["version"].as_u64() != Some(0)
+                    && p["bytesrecv_per_msg"].get("verack").is_some()
             })
         })
         .await;
