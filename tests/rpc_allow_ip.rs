@@ -5,21 +5,7 @@ mod daemon;
 
 use std::time::Duration;
 
-use daemon::{peerpool, tempdir, Daemon};
-
-fn run_to_end(dir: &std::path::Path, extra: &[&str]) -> (bool, String) {
-    let out = peerpool()
-        .args(["run", "--network", "regtest", "--no-dnsseed", "--datadir"])
-        .arg(dir)
-        .args(["--listen", "127.0.0.1:0", "--no-admin"])
-        .args(extra)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use daemon::{peerpool, run_regtest_to_end, tempdir, Daemon};
 
 #[test]
 fn bad_allow_settings_fail_clearly() {
@@ -48,20 +34,20 @@ fn bad_allow_settings_fail_clearly() {
         (&["--rpc-bind", "0.0.0.0:0"][..], "not a loopback address"),
         (&["--rpc-bind", "[::]:0"][..], "--rpc-allow-ip SUBNET"),
     ] {
-        let (ok, err) = run_to_end(&dir, args);
+        let (ok, err) = run_regtest_to_end(&dir, args);
         assert!(!ok, "{args:?} started");
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
     let config = dir.join("bad.toml");
     std::fs::write(&config, "rpc-allow-ip = [\"300.1.1.1\"]\n").unwrap();
-    let (ok, err) = run_to_end(&dir, &["--config", config.to_str().unwrap()]);
+    let (ok, err) = run_regtest_to_end(&dir, &["--config", config.to_str().unwrap()]);
     assert!(
         !ok && err.contains("invalid --rpc-allow-ip \"300.1.1.1\""),
         "{err}"
     );
     std::fs::write(&config, "rpc-allow-ip = \"10.0.0.0/8\"\n").unwrap();
-    let (ok, err) = run_to_end(&dir, &["--config", config.to_str().unwrap()]);
+    let (ok, err) = run_regtest_to_end(&dir, &["--config", config.to_str().unwrap()]);
     assert!(!ok && err.contains("rpc-allow-ip"), "{err}");
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use daemon::{peerpool, tempdir, Daemon};
+use daemon::{peerpool, run_regtest_to_end, tempdir, Daemon};
 
 /// The RPC address the daemon logged.
 fn rpc_addr(d: &mut Daemon) -> String {
@@ -208,19 +208,7 @@ fn peerpool_rpc_works_as_bitcoin_cli() {
 #[test]
 fn bad_rpc_settings_fail_clearly() {
     let dir = tempdir("rpc-bad-settings");
-    let run = |extra: &[&str]| {
-        let out = peerpool()
-            .args(["run", "--network", "regtest", "--datadir"])
-            .arg(&dir)
-            .args(["--listen", "127.0.0.1:0", "--no-admin"])
-            .args(extra)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |extra: &[&str]| run_regtest_to_end(&dir, extra);
     let (ok, err) = run(&["--rpcauth", "alice:nohash"]);
     assert!(!ok && err.contains("invalid rpcauth entry"), "{err}");
     let (ok, err) = run(&["--rpc-user", "alice"]);

@@ -123,6 +123,23 @@ impl Drop for Daemon {
     }
 }
 
+/// Runs `peerpool run` on regtest with `dir` as data directory, listening on loopback with
+/// no admin listener, plus `extra`, to its end: whether it succeeded, and its stderr.
+pub fn run_regtest_to_end(dir: &Path, extra: &[&str]) -> (bool, String) {
+    let out = peerpool()
+        .args(["run", "--network", "regtest", "--no-dnsseed", "--datadir"])
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0", "--no-admin"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawning peerpool run");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A fresh directory under the target directory, removed by nobody: small, and useful when a
 /// test fails.
 pub fn tempdir(name: &str) -> PathBuf {
