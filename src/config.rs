@@ -147,4 +147,558 @@ mod tests {
         assert_eq!(ok.max_connections, Some(3));
         assert_eq!(ok.dnsseed, Some(false));
     }
+
+    // ----- random configuration files --------------------------------------------------------
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A small seeded generator (SplitMix64): the binary has no random-number dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        /// The seed of this run: `PEERPOOL_TEST_SEED` to replay one, else a random one.
+        /// Printed, so a failing run shows it.
+        fn from_env() -> Rng {
+            use std::hash::{BuildHasher, RandomState};
+            let seed = std::env::var("PEERPOOL_TEST_SEED")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| RandomState::new().hash_one(std::process::id()));
+            println!("PEERPOOL_TEST_SEED={seed}");
+            Rng(seed)
+        }
+
+        fn u64(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.u64() % n as u64) as usize
+        }
+
+        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+            &items[self.below(items.len())]
+        }
+    }
+
+    /// What a key of [`FileConfig`] holds.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Kind {
+        Str,
+        Path,
+        List,
+        Bool,
+        Usize,
+        U32,
+        U64,
+    }
+
+    /// Every key of the file, with its type.
+    const KEYS: &[(&str, Kind)] = &[
+        ("network", Kind::Str),
+        ("chain", Kind::Path),
+        ("datadir", Kind::Path),
+        ("listen", Kind::List),
+        ("no-listen", Kind::Bool),
+        ("connect", Kind::List),
+        ("addnode", Kind::List),
+        ("seednode", Kind::List),
+        ("dnsseed", Kind::Bool),
+        ("proxy", Kind::Str),
+        ("max-connections", Kind::Usize),
+        ("target-outbound", Kind::Usize),
+        ("max-inbound", Kind::Usize),
+        ("ban-threshold", Kind::U32),
+        ("save-interval", Kind::U64),
+        ("whitelist", Kind::List),
+        ("allow-local-addresses", Kind::Bool),
+        ("user-agent-comment", Kind::List),
+        ("log-level", Kind::Str),
+        ("rpc-bind", Kind::List),
+        ("rpc-allow-ip", Kind::List),
+        ("rpc-user", Kind::Str),
+        ("rpc-password", Kind::Str),
+        ("rpcauth", Kind::List),
+        ("rpc-strict-jsonrpc2", Kind::Bool),
+        ("admin-bind", Kind::List),
+        ("no-admin", Kind::Bool),
+    ];
+
+    /// Near misses of real keys and keys from other programs.
+    const UNKNOWN_KEYS: &[&str] = &[
+        "max-conections",
+        "maxconnections",
+        "Max-Connections",
+        "rpc_user",
+        "dnsseeds",
+        "port",
+        "rpc",
+        "",
+        "net work",
+        "ünïcode",
+    ];
+
+    /// A TOML value, with enough structure to know which keys it fits.
+    #[derive(Clone, Debug)]
+    enum Val {
+        Str(String),
+        /// Any integer, including ones TOML cannot hold (beyond `i64`).
+        Int(i128),
+        Float(&'static str),
+        Bool(bool),
+        Array(Vec<Val>),
+        Table(Vec<(String, Val)>),
+        Datetime(&'static str),
+    }
+
+    impl Val {
+        fn random(rng: &mut Rng, depth: u32) -> Val {
+            match rng.below(if depth > 2 { 6 } else { 8 }) {
+                0 | 1 => {
+                    const CHARS: &[char] = &[
+                        'a', 'z', '0', '.', ':', '/', ' ', '"', '\\', '\'', '\n', '\t', '\0',
+                        '\u{7f}', 'é', '日', '🦀', '#', '=', '[',
+                    ];
+                    let len = rng.below(12);
+                    Val::Str((0..len).map(|_| *rng.pick(CHARS)).collect())
+                }
+                2 => {
+                    let any = i128::from(rng.u64() as i64);
+                    Val::Int(*rng.pick(&[
+                        0,
+                        1,
+                        -1,
+                        any,
+                        i128::from(u32::MAX),
+                        i128::from(u32::MAX) + 1,
+                        i128::from(i64::MAX),
+                        i128::from(i64::MIN),
+                        i128::from(u64::MAX),
+                        10i128.pow(30),
+                        -(10i128.pow(30)),
+                    ]))
+                }
+                3 => {
+                    const FLOATS: &[&str] = &["1.5", "-0.0", "inf", "-inf", "nan", "1e300", "3.0"];
+                    Val::Float(FLOATS[rng.below(FLOATS.len())])
+                }
+                4 => Val::Bool(rng.below(2) == 0),
+                5 => {
+                    const DATETIMES: &[&str] = &[
+                        "1979-05-27T07:32:00Z",
+                        "1979-05-27",
+                        "07:32:00",
+                        "1979-05-27T00:32:00.999999-07:00",
+                    ];
+                    Val::Datetime(DATETIMES[rng.below(DATETIMES.len())])
+                }
+                6 => {
+                    let n = rng.below(4);
+                    let all_strings = rng.below(2) == 0;
+                    Val::Array(
+                        (0..n)
+                            .map(|_| {
+                                if all_strings {
+                                    Val::Str(format!("10.0.0.{}:8333", rng.below(256)))
+                                } else {
+                                    Val::random(rng, depth + 1)
+                                }
+                            })
+                            .collect(),
+                    )
+                }
+                _ => {
+                    let n = rng.below(3);
+                    Val::Table(
+                        (0..n)
+                            .map(|i| (format!("k{i}"), Val::random(rng, depth + 1)))
+                            .collect(),
+                    )
+                }
+            }
+        }
+
+        /// Whether TOML can write it at all.
+        fn representable(&self) -> bool {
+            match self {
+                Val::Int(i) => i64::try_from(*i).is_ok(),
+                Val::Array(items) => items.iter().all(Val::representable),
+                Val::Table(items) => items.iter().all(|(_, v)| v.representable()),
+                _ => true,
+            }
+        }
+
+        /// Whether a key of `kind` accepts it.
+        fn fits(&self, kind: Kind) -> bool {
+            match (self, kind) {
+                (Val::Str(_), Kind::Str | Kind::Path) | (Val::Bool(_), Kind::Bool) => true,
+                (Val::Int(i), Kind::Usize | Kind::U64) => (0..=i128::from(i64::MAX)).contains(i),
+                (Val::Int(i), Kind::U32) => (0..=i128::from(u32::MAX)).contains(i),
+                (Val::Array(items), Kind::List) => items.iter().all(|v| matches!(v, Val::Str(_))),
+                _ => false,
+            }
+        }
+
+        fn render(&self) -> String {
+            match self {
+                Val::Str(s) => quote(s),
+                Val::Int(i) => i.to_string(),
+                Val::Float(f) | Val::Datetime(f) => f.to_string(),
+                Val::Bool(b) => b.to_string(),
+                Val::Array(items) => {
+                    let items: Vec<String> = items.iter().map(Val::render).collect();
+                    format!("[{}]", items.join(", "))
+                }
+                Val::Table(items) => {
+                    let items: Vec<String> = items
+                        .iter()
+                        .map(|(k, v)| format!("{} = {}", key(k), v.render()))
+                        .collect();
+                    format!("{{ {} }}", items.join(", "))
+                }
+            }
+        }
+    }
+
+    /// A TOML basic string holding exactly `s`.
+    fn quote(s: &str) -> String {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    /// A key, bare when TOML allows it.
+    fn key(k: &str) -> String {
+        let bare = !k.is_empty()
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if bare {
+            k.to_owned()
+        } else {
+            quote(k)
+        }
+    }
+
+    /// What `FileConfig::load` made of one key, in the terms of [`Val`].
+    fn loaded(file: &FileConfig, name: &str) -> Option<String> {
+        fn s<T: std::fmt::Debug>(v: &Option<T>) -> Option<String> {
+            v.as_ref().map(|v| format!("{v:?}"))
+        }
+        match name {
+            "network" => s(&file.network),
+            "chain" => s(&file.chain),
+            "datadir" => s(&file.datadir),
+            "listen" => s(&file.listen),
+            "no-listen" => s(&file.no_listen),
+            "connect" => s(&file.connect),
+            "addnode" => s(&file.addnode),
+            "seednode" => s(&file.seednode),
+            "dnsseed" => s(&file.dnsseed),
+            "proxy" => s(&file.proxy),
+            "max-connections" => s(&file.max_connections),
+            "target-outbound" => s(&file.target_outbound),
+            "max-inbound" => s(&file.max_inbound),
+            "ban-threshold" => s(&file.ban_threshold),
+            "save-interval" => s(&file.save_interval),
+            "whitelist" => s(&file.whitelist),
+            "allow-local-addresses" => s(&file.allow_local_addresses),
+            "user-agent-comment" => s(&file.user_agent_comment),
+            "log-level" => s(&file.log_level),
+            "rpc-bind" => s(&file.rpc_bind),
+            "rpc-allow-ip" => s(&file.rpc_allow_ip),
+            "rpc-user" => s(&file.rpc_user),
+            "rpc-password" => s(&file.rpc_password),
+            "rpcauth" => s(&file.rpcauth),
+            "rpc-strict-jsonrpc2" => s(&file.rpc_strict_jsonrpc2),
+            "admin-bind" => s(&file.admin_bind),
+            "no-admin" => s(&file.no_admin),
+            other => panic!("no field for key {other:?}"),
+        }
+    }
+
+    /// What a key holding `v` should load as, given the file's directory.
+    fn expected(v: &Val, kind: Kind, dir: &Path) -> String {
+        match (v, kind) {
+            (Val::Str(s), Kind::Path) => format!("{:?}", dir.join(s)),
+            (Val::Str(s), _) => format!("{s:?}"),
+            (Val::Int(i), _) => i.to_string(),
+            (Val::Bool(b), _) => b.to_string(),
+            (Val::Array(items), _) => {
+                let items: Vec<&str> = items
+                    .iter()
+                    .map(|v| match v {
+                        Val::Str(s) => s.as_str(),
+                        _ => unreachable!("only string lists fit"),
+                    })
+                    .collect();
+                format!("{items:?}")
+            }
+            _ => unreachable!("only fitting values are loaded"),
+        }
+    }
+
+    /// A fresh directory for this test's files, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "peerpool-config-{name}-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        /// Writes `bytes` as the config file and loads it.
+        fn load(&self, bytes: &[u8]) -> (PathBuf, anyhow::Result<FileConfig>) {
+            let path = self.0.join("peerpool.toml");
+            std::fs::write(&path, bytes).unwrap();
+            (path.clone(), FileConfig::load(&path))
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn every_key_of_the_file_is_known_to_the_random_documents() {
+        let scratch = Scratch::new("all-keys");
+        let doc: String = KEYS
+            .iter()
+            .filter(|(k, _)| *k != "chain")
+            .map(|(k, kind)| {
+                let v = match kind {
+                    Kind::Str | Kind::Path => "\"x\"",
+                    Kind::List => "[\"x\"]",
+                    Kind::Bool => "true",
+                    Kind::Usize | Kind::U32 | Kind::U64 => "7",
+                };
+                format!("{k} = {v}\n")
+            })
+            .collect();
+        let (_, file) = scratch.load(doc.as_bytes());
+        let file = file.unwrap();
+        for (k, _) in KEYS {
+            assert_eq!(loaded(&file, k).is_some(), *k != "chain", "{k}");
+        }
+        // Every field of the struct is one of KEYS: its Debug lists each once, `None` or not.
+        let fields = format!("{file:?}").matches(": ").count();
+        assert_eq!(fields, KEYS.len());
+    }
+
+    /// Documents of real and unknown keys with values of every type: a document whose every
+    /// value fits its key loads those values; any other is refused with a message naming the
+    /// file and an offending key.
+    #[test]
+    fn random_config_documents_load_exactly_or_fail_naming_file_and_key() {
+        let mut rng = Rng::from_env();
+        let scratch = Scratch::new("random-docs");
+        let (mut accepted, mut refused) = (0, 0);
+        for round in 0..600 {
+            let mut pairs: Vec<(String, Option<Kind>, Val)> = Vec::new();
+            for _ in 0..rng.below(6) {
+                let (name, kind) = if rng.below(8) == 0 {
+                    (rng.pick(UNKNOWN_KEYS).to_string(), None)
+                } else {
+                    let (k, kind) = *rng.pick(KEYS);
+                    (k.to_owned(), Some(kind))
+                };
+                if pairs.iter().any(|(n, _, _)| *n == name) {
+                    continue;
+                }
+                // Half the values fit their key, so that many documents load.
+                let value = match kind {
+                    Some(kind) if rng.below(2) == 0 => loop {
+                        let v = Val::random(&mut rng, 0);
+                        if v.fits(kind) {
+                            break v;
+                        }
+                    },
+                    _ => Val::random(&mut rng, 0),
+                };
+                pairs.push((name, kind, value));
+            }
+            let mut doc = String::new();
+            for (name, _, value) in &pairs {
+                if rng.below(4) == 0 {
+                    doc.push_str("# a comment = 1\n\n");
+                }
+                doc.push_str(&format!("{} = {}\n", key(name), value.render()));
+            }
+            let (path, result) = scratch.load(doc.as_bytes());
+            let offending: Vec<&str> = pairs
+                .iter()
+                .filter(|(_, kind, v)| !v.representable() || !kind.is_some_and(|k| v.fits(k)))
+                .map(|(n, _, _)| n.as_str())
+                .collect();
+            let has = |k: &str| pairs.iter().any(|(n, _, _)| n == k);
+            let context = format!("round {round}, document:\n{doc}");
+            match result {
+                Ok(file) => {
+                    accepted += 1;
+                    assert!(
+                        offending.is_empty(),
+                        "{context}accepted despite {offending:?}"
+                    );
+                    assert!(!(has("network") && has("chain")), "{context}");
+                    for (name, kind, value) in &pairs {
+                        let kind = kind.expect("only known keys load");
+                        assert_eq!(
+                            loaded(&file, name),
+                            Some(expected(value, kind, &scratch.0)),
+                            "{context}key {name}"
+                        );
+                    }
+                }
+                Err(e) => {
+                    refused += 1;
+                    let message = format!("{e:#}");
+                    assert!(
+                        message.contains(&path.display().to_string()),
+                        "{context}error does not name the file: {message}"
+                    );
+                    if offending.is_empty() {
+                        assert!(
+                            has("network") && has("chain"),
+                            "{context}refused: {message}"
+                        );
+                        assert!(message.contains("cannot both be set"), "{message}");
+                    } else {
+                        assert!(
+                            offending
+                                .iter()
+                                .any(|k| message.contains(&key(k)) || message.contains(k)),
+                            "{context}error names none of {offending:?}: {message}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(
+            accepted > 50 && refused > 50,
+            "{accepted} accepted, {refused} refused"
+        );
+    }
+
+    /// Bytes that are not UTF-8, not TOML, or TOML nested past any sane depth: always an error
+    /// naming the file, never a panic or a stack overflow.
+    #[test]
+    fn garbage_config_files_fail_naming_the_file() {
+        let mut rng = Rng::from_env();
+        let scratch = Scratch::new("garbage");
+        let check = |bytes: &[u8], what: &str| {
+            let (path, result) = scratch.load(bytes);
+            if let Err(e) = result {
+                let message = format!("{e:#}");
+                assert!(
+                    message.contains(&path.display().to_string()),
+                    "{what}: error does not name the file: {message}"
+                );
+                Some(message)
+            } else {
+                None
+            }
+        };
+
+        // A sound document with one byte that cannot be UTF-8.
+        for bad in [0xff_u8, 0xc0, 0x80, 0xfe] {
+            let mut doc = b"max-connections = 8\nnetwork = \"main\"\n".to_vec();
+            let at = rng.below(doc.len() + 1);
+            doc.insert(at, bad);
+            let message = check(&doc, "non-UTF-8").expect("non-UTF-8 file accepted");
+            assert!(message.contains("UTF-8"), "{message}");
+        }
+
+        // Random bytes, and random runs of TOML's own punctuation and keywords.
+        const TOKENS: &[&str] = &[
+            "[",
+            "]",
+            "[[",
+            "]]",
+            "{",
+            "}",
+            "=",
+            ".",
+            ",",
+            "\"",
+            "'",
+            "'''",
+            "\"\"\"",
+            "#",
+            "\n",
+            " ",
+            "\\",
+            "network",
+            "listen",
+            "true",
+            "1",
+            "-",
+            "+",
+            "0x",
+            "1e",
+            "nan",
+            "inf",
+            "1979-05-27",
+            "T",
+            "Z",
+            ":",
+            "\u{0}",
+            "\r",
+            "é",
+        ];
+        for round in 0..400 {
+            let bytes: Vec<u8> = if round % 2 == 0 {
+                (0..rng.below(200)).map(|_| rng.u64() as u8).collect()
+            } else {
+                (0..rng.below(60))
+                    .flat_map(|_| rng.pick(TOKENS).bytes())
+                    .collect()
+            };
+            check(
+                &bytes,
+                &format!("round {round}: {:?}", String::from_utf8_lossy(&bytes)),
+            );
+        }
+
+        // Deep nesting of arrays and inline tables, and a huge key and value.
+        for open in ["[", "{a="] {
+            let doc = format!("listen = {}", open.repeat(100_000));
+            check(doc.as_bytes(), "deep nesting").expect("unclosed nesting accepted");
+        }
+        let doc = format!(
+            "{} = 1\nrpc-user = \"{}\"\n",
+            "k".repeat(1 << 16),
+            "u".repeat(1 << 20)
+        );
+        let message = check(doc.as_bytes(), "huge key").expect("unknown huge key accepted");
+        assert!(
+            message.contains("unknown field"),
+            "{}",
+            &message[..200.min(message.len())]
+        );
+
+        // An empty file and an empty list are fine.
+        let (_, file) = scratch.load(b"");
+        assert!(file.is_ok());
+        let (_, file) = scratch.load(b"addnode = []\n");
+        assert_eq!(file.unwrap().addnode, Some(vec![]));
+    }
 }
