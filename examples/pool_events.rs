@@ -104,3 +104,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("both pools stopped");
     Ok(())
 }
+
+/// Run by `cargo test` (the example is built as a test, see Cargo.toml).
+#[test]
+fn runs() {
+    main().expect("the example runs to its end");
+}
