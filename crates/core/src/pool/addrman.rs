@@ -498,7 +498,9 @@ impl AddrMan {
         added
     }
 
-    fn acceptable(&self, addr: &NetAddr) -> bool {
+    /// Whether the book would take `addr` at all: routable, or local with
+    /// [`Config::allow_local`] (only such addresses are worth relaying either).
+    pub fn acceptable(&self, addr: &NetAddr) -> bool {
         addr.is_routable() || (self.config.allow_local && !never_a_peer(addr))
     }
 

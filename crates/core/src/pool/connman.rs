@@ -560,7 +560,8 @@ impl ConnMan {
                     });
                     verdict = InboundVerdict::AcceptEvicting(victim);
                 }
-                None if noban => {}
+                // Even a noban newcomer is refused: the permission spares it bans and the
+                // per-group limit, not the inbound limit (as Bitcoin Core).
                 None => return InboundVerdict::Refuse(RefuseReason::Full),
             }
         }

@@ -6,8 +6,9 @@
 //! parts it composes:
 //!
 //! - **address relay**: addresses a peer sends go into the book with that peer as source, rate
-//!   limited per peer as Bitcoin Core does (a bucket of 1,000 tokens refilled at 0.1 per
-//!   second, with 1,000 extra after we ask with `getaddr`); small fresh announcements (at most
+//!   limited per peer as Bitcoin Core does (a bucket that starts at one token, refills at 0.1
+//!   per second up to 1,000, with 1,000 extra after we ask with `getaddr`); addresses in a
+//!   banned subnet are dropped; small fresh announcements (at most
 //!   10 entries, seen within 10 minutes) are relayed on to two other peers, each address at
 //!   most once per 10 minutes, so that an announcement spreads once through the network
 //!   instead of bouncing between nodes until it goes stale (Bitcoin Core gets the same effect
@@ -57,8 +58,11 @@ pub const MAX_ADDR_TO_SEND: usize = 1_000;
 pub const MAX_PCT_ADDR_TO_SEND: usize = 23;
 /// Address tokens refilled per second. Bitcoin Core: `MAX_ADDR_RATE_PER_SECOND`.
 pub const ADDR_RATE_PER_SECOND: f64 = 0.1;
-/// Address tokens a peer starts with and can save up. Bitcoin Core: `MAX_ADDR_PROCESSING_TOKEN_BUCKET`.
+/// Address tokens a peer can save up. Bitcoin Core: `MAX_ADDR_PROCESSING_TOKEN_BUCKET`.
 pub const ADDR_TOKEN_BUCKET: f64 = 1_000.0;
+/// Address tokens a peer starts with: one, for its self-announcement. Bitcoin Core starts
+/// `m_addr_token_bucket` at 1 for the same reason; a new connection cannot flood the book.
+pub const ADDR_TOKEN_START: f64 = 1.0;
 /// Announcements larger than this are not relayed (they answer a getaddr). Bitcoin Core: 10.
 pub const MAX_RELAYED_ANNOUNCEMENT: usize = 10;
 /// Only addresses seen this recently are relayed. Bitcoin Core: 10 minutes.
@@ -327,6 +331,10 @@ pub struct PoolMachine {
     relayed_set: BTreeSet<NetAddr>,
     timers: BTreeMap<Timer, Time>,
     last_reseed: Option<Time>,
+    /// Keys the network groups that inbound eviction protects: fixed for the machine's life,
+    /// as Bitcoin Core's per-process netgroup randomizer, so that reconnecting cannot reshuffle
+    /// which groups are protected.
+    netgroup_key: u64,
     /// P2P activity is on (`setnetworkactive`): while off nothing is dialed, no inbound
     /// connection is taken and the connection manager's timers wait.
     network_active: bool,
@@ -364,6 +372,7 @@ impl PoolMachine {
             relayed_set: BTreeSet::new(),
             timers: BTreeMap::new(),
             last_reseed: None,
+            netgroup_key: fastrand::Rng::with_seed(seed ^ 3).u64(..) | 1,
             network_active: true,
             outputs: VecDeque::new(),
         }
@@ -524,10 +533,16 @@ impl PoolMachine {
         }
     }
 
-    /// A dial failed.
+    /// A dial failed. Only automatic dials (outbound, feelers) count as a failed attempt in
+    /// the book, as Bitcoin Core's `fCountFailure`: an address the operator asked for says
+    /// nothing about the book's view of it.
     pub fn handle_dial_failed(&mut self, now: Time, req: ReqId) {
         if let Some(addr) = self.dialing.remove(&req) {
-            self.addrman.attempt(&addr, true, now);
+            let automatic = self
+                .connman
+                .requests()
+                .any(|r| r.id == req && matches!(r.kind, ConnKind::Outbound | ConnKind::Feeler));
+            self.addrman.attempt(&addr, automatic, now);
         }
         self.connman.handle_dial_failed(now, req);
         self.arm_collisions(now);
@@ -548,7 +563,7 @@ impl PoolMachine {
         if !noban && self.banman.is_banned(&addr, now) {
             return Err(Refused::Banned);
         }
-        let secret = self.rng.u64(..) | 1;
+        let secret = self.netgroup_key;
         let key = move |g: crate::addr::NetGroup| {
             g.to_bytes().iter().fold(secret, |h, b| {
                 (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
@@ -656,7 +671,12 @@ impl PoolMachine {
             let Some(na) = NetAddr::from_addrv2(&a.addr, a.port) else {
                 continue;
             };
-            if !reachable.contains(&na.network()) {
+            // Bitcoin Core drops banned addresses and relays only routable ones: a banned
+            // host stays out of the book, and nothing unusable is passed on.
+            if !reachable.contains(&na.network())
+                || !self.addrman.acceptable(&na)
+                || self.banman.is_banned(&na, now)
+            {
                 continue;
             }
             let seen = Time::from_secs(u64::from(a.time));
@@ -725,8 +745,11 @@ impl PoolMachine {
             &mut self.rng,
             now,
         );
+        // Addresses we banned are not handed out (Bitcoin Core filters its answer the same way).
+        let banman = &self.banman;
         let addrs: Vec<AddrV2Message> = sample
             .into_iter()
+            .filter(|(a, _, _)| !banman.is_banned(a, now))
             .map(|(a, services, seen)| AddrV2Message {
                 time: seen.as_secs() as u32,
                 services,
@@ -745,7 +768,10 @@ impl PoolMachine {
             return;
         };
         let addr = p.addr;
-        let noban = p.permissions.contains(&Permission::NoBan);
+        // Peers we chose by hand are not punished either (Bitcoin Core: "not punishing manually
+        // connected peer"): the operator vouched for them.
+        let noban = p.permissions.contains(&Permission::NoBan)
+            || matches!(p.kind, ConnKind::Manual | ConnKind::OneTry);
         match self.banman.misbehaving(peer, &addr, what, noban, now) {
             Verdict::None => {}
             Verdict::Warn => tracing::warn!(peer = %peer, %addr, "misbehaving: {what}"),
@@ -1052,7 +1078,7 @@ impl PeerState {
             kind,
             ready: false,
             permissions,
-            addr_tokens: ADDR_TOKEN_BUCKET,
+            addr_tokens: ADDR_TOKEN_START,
             tokens_at: now,
             answered_getaddr: false,
             awaiting_addr: false,

@@ -515,3 +515,34 @@ fn inbound_group_limit_and_eviction() {
     );
     assert_eq!(c.inbound_count(), max_inbound);
 }
+
+#[test]
+fn a_noban_newcomer_is_refused_when_nobody_can_be_evicted() {
+    let config = Config {
+        max_connections: 12,
+        ..no_feelers()
+    };
+    let max_inbound = config.max_inbound();
+    let mut c = ConnMan::new(config, 1, T0);
+    let key = |g: NetGroup| g.to_bytes().iter().fold(0u64, |h, b| h ^ u64::from(*b));
+    // Every slot held by a noban peer: none can be evicted.
+    for i in 0..max_inbound as u64 {
+        let v = c.handle_inbound(
+            T0,
+            PeerId(i),
+            addr(&format!("{}.1.0.1:1", 10 + i)),
+            true,
+            &key,
+        );
+        assert_eq!(v, InboundVerdict::Accept);
+    }
+    for noban in [false, true] {
+        let v = c.handle_inbound(T0, PeerId(99), addr("200.1.1.1:1"), noban, &key);
+        assert_eq!(
+            v,
+            InboundVerdict::Refuse(RefuseReason::Full),
+            "noban {noban}"
+        );
+    }
+    assert_eq!(c.inbound_count(), max_inbound);
+}

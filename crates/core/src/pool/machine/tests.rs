@@ -215,20 +215,98 @@ fn addresses_are_rate_limited_per_peer() {
             })
             .collect()
     };
+    // A new inbound peer has one token: its self-announcement.
     p.handle_addrs(T0, PeerId(1), &batch(1));
-    let after_first = p.addrman().size();
-    // A few collide in the book's buckets; nearly all are in.
-    assert!(after_first > 800, "{after_first}");
-    // The bucket is empty now: a second thousand at once is ignored...
-    p.handle_addrs(T0, PeerId(1), &batch(2));
-    assert_eq!(p.addrman().size(), after_first);
-    // ...and 100 s later only ten tokens have come back.
-    p.handle_addrs(T0 + Duration::from_secs(100), PeerId(1), &batch(3));
-    assert!(
-        p.addrman().size() <= after_first + 10,
-        "{}",
-        p.addrman().size()
+    assert_eq!(p.addrman().size(), 1);
+    // 100 s later ten tokens have come back: ten more addresses of a thousand.
+    p.handle_addrs(T0 + Duration::from_secs(100), PeerId(1), &batch(2));
+    assert_eq!(p.addrman().size(), 11);
+    // After 10,000 s the bucket is full (1,000, not more): a few collide in the book's
+    // buckets, nearly all the rest are in...
+    p.handle_addrs(T0 + Duration::from_secs(20_000), PeerId(1), &batch(3));
+    let full = p.addrman().size();
+    assert!(full > 800 && full <= 1011, "{full}");
+    // ...and the bucket is empty again.
+    p.handle_addrs(T0 + Duration::from_secs(20_000), PeerId(1), &batch(4));
+    assert_eq!(p.addrman().size(), full);
+}
+
+#[test]
+fn an_outbound_peer_answering_our_getaddr_may_send_a_thousand_at_once() {
+    let mut p = pool(local_config());
+    p.add_addresses(
+        T0,
+        &[(a("127.0.1.1:18444"), ServiceFlags::NETWORK, T0)],
+        a("127.0.0.1:1"),
     );
+    let (peer, _) = join_outbound(&mut p, T0, 1);
+    assert!(drain(&mut p).contains(&Output::SendGetAddr { peer }));
+    let answer: Vec<AddrV2Message> = (0..1000)
+        .map(|i| v2(a(&format!("127.9.{}.{}:1", i / 200, i % 200 + 1)), T0))
+        .collect();
+    p.handle_addrs(T0, peer, &answer);
+    assert!(p.addrman().size() > 800, "{}", p.addrman().size());
+}
+
+#[test]
+fn banned_and_unusable_addresses_are_neither_kept_nor_relayed_nor_handed_out() {
+    let mut config = local_config();
+    config.addrman.allow_local = false;
+    let mut p = pool(config);
+    for (id, ip) in [
+        (1, "8.8.1.1:8333"),
+        (2, "8.9.1.1:8333"),
+        (3, "8.10.1.1:8333"),
+    ] {
+        p.handle_inbound(T0, PeerId(id), a(ip)).unwrap();
+        p.handle_handshake(T0, PeerId(id), ServiceFlags::NETWORK);
+    }
+    p.ban(
+        T0,
+        Subnet::from(a("9.9.0.0:1").host),
+        T0 + Duration::from_secs(3600),
+    );
+    drain(&mut p);
+    // Tokens for a small announcement.
+    let later = T0 + Duration::from_secs(100);
+    let announced = [
+        v2(a("9.9.0.0:8333"), later),
+        v2(a("192.168.1.7:8333"), later),
+        v2(a("7.7.7.7:8333"), later),
+    ];
+    p.handle_addrs(later, PeerId(1), &announced);
+    assert!(
+        p.addrman().info(&a("9.9.0.0:8333")).is_none(),
+        "banned kept"
+    );
+    assert!(p.addrman().info(&a("192.168.1.7:8333")).is_none());
+    assert!(p.addrman().info(&a("7.7.7.7:8333")).is_some());
+    let relayed: Vec<NetAddr> = drain(&mut p)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::SendAddrs { addrs, .. } => Some(addrs),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|m| NetAddr::from_addrv2(&m.addr, m.port))
+        .collect();
+    assert!(!relayed.is_empty());
+    assert!(
+        relayed.iter().all(|r| *r == a("7.7.7.7:8333")),
+        "{relayed:?}"
+    );
+    // A ban made after an address is in the book keeps it out of getaddr answers.
+    p.ban(
+        later,
+        Subnet::from(a("7.7.7.7:1").host),
+        later + Duration::from_secs(3600),
+    );
+    p.handle_getaddr(later, PeerId(2));
+    let answered: Vec<_> = drain(&mut p)
+        .into_iter()
+        .filter(|o| matches!(o, Output::SendAddrs { .. }))
+        .collect();
+    assert!(answered.is_empty(), "{answered:?}");
 }
 
 #[test]
@@ -451,4 +529,75 @@ fn network_activity_off_disconnects_everyone_and_pauses_dials_until_back_on() {
         tries_before, tries_after,
         "pausing counted no failed attempt"
     );
+}
+
+/// Dials what the machine asks for at `now` and returns the requests of `kind`.
+fn dials_of(out: &[Output], kind: ConnKind) -> Vec<(ReqId, NetAddr)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Dial { req, addr, kind: k } if *k == kind => Some((*req, *addr)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn manual_peers_are_not_punished_and_their_failed_dials_are_not_counted() {
+    let mut p = pool(local_config());
+    let manual = a("127.0.44.1:18444");
+    // The address is in the book too, so its attempt counter can be read.
+    p.add_addresses(T0, &[(manual, ServiceFlags::NETWORK, T0)], a("127.0.0.1:1"));
+    p.add_node(T0, manual).unwrap();
+    let out = run_until(&mut p, T0 + Duration::from_millis(1));
+    let [(req, addr)] = dials_of(&out, ConnKind::Manual)[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(addr, manual);
+    p.handle_dial_failed(T0, req);
+    let info = p.addrman().info(&manual).unwrap();
+    assert_eq!(
+        info.attempts, 0,
+        "a manual dial's failure is not the book's business"
+    );
+    assert!(info.last_try.is_some());
+
+    // Redialed after its backoff; this time it connects, then misbehaves badly.
+    let later = T0 + Duration::from_secs(10);
+    let out = run_until(&mut p, later);
+    let [(req, _)] = dials_of(&out, ConnKind::Manual)[..] else {
+        panic!("{out:?}")
+    };
+    p.handle_dial_succeeded(later, req, PeerId(7));
+    p.handle_handshake(later, PeerId(7), ServiceFlags::NETWORK);
+    drain(&mut p);
+    for _ in 0..10 {
+        p.handle_misbehaviour(
+            later,
+            PeerId(7),
+            Misbehaviour::OversizedAddr { count: 1001 },
+        );
+    }
+    let out = drain(&mut p);
+    assert!(
+        !out.iter().any(|o| matches!(
+            o,
+            Output::Event(PoolEvent::Banned { .. }) | Output::Disconnect { .. }
+        )),
+        "{out:?}"
+    );
+    assert!(!p.banman().is_banned(&manual, later));
+}
+
+#[test]
+fn an_automatic_dial_failure_is_counted() {
+    let mut p = pool(local_config());
+    let addr = a("127.0.45.1:18444");
+    p.add_addresses(T0, &[(addr, ServiceFlags::NETWORK, T0)], a("127.0.0.1:1"));
+    let out = run_until(&mut p, T0 + Duration::from_secs(1));
+    let [(req, dialed)] = dials_of(&out, ConnKind::Outbound)[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(dialed, addr);
+    p.handle_dial_failed(T0, req);
+    assert_eq!(p.addrman().info(&addr).unwrap().attempts, 1);
 }
