@@ -1,7 +1,10 @@
 //! Networks of 50 nodes on loopback, each on its own 127.0.x.y address and each given the
 //! address of only one other node: they must find the rest through address relay (every node
 //! advertises its listening address, as Bitcoin Core's AdvertiseLocal does) and reach their
-//! outbound target. Then one node restarts from its data directory and finds its way back from
+//! outbound target. The nodes trust each other's gossip (Bitcoin Core's `addr` whitelist
+//! permission on 127.0.0.0/8): the per-peer address rate limit, which lets a new connection
+//! send one address and then one every ten seconds, is for strangers, and would stretch the
+//! forming of a network that grows in seconds to many minutes. Then one node restarts from its data directory and finds its way back from
 //! the address book alone. Once with 50 pools in this process, once with 50 `peerpool run`
 //! daemons.
 
@@ -44,6 +47,10 @@ fn pool_config(seed: Option<NetAddr>, dir: PathBuf) -> pool::Config {
     c.machine.connman.target_outbound = TARGET;
     c.machine.connman.feeler_interval = None;
     c.seeds = seed.into_iter().collect();
+    c.machine.whitelist.push(pool::WhitelistEntry {
+        subnet: "127.0.0.0/8".parse().unwrap(),
+        permissions: vec![pool::Permission::Addr],
+    });
     c.data_dir = Some(dir);
     c
 }
@@ -173,6 +180,8 @@ fn fifty_daemons_find_each_other_from_one_seed_each() {
             &listen,
             "--user-agent-comment",
             &format!("d{i}"),
+            "--whitelist",
+            "addr@127.0.0.0/8",
             "--datadir",
         ]
         .iter()

@@ -15,7 +15,9 @@
 //! A node reaches its target when it holds that many handshaken automatic outbound peers
 //! (counted from `peer_details`, re-checked on every bus event of the node). The figures are
 //! the time until the last node got there and the median and 90th percentile over nodes.
-//! Feelers are off, as in the network test, so that only target-seeking dials run.
+//! Feelers are off, as in the network test, so that only target-seeking dials run. The nodes
+//! trust each other's gossip (the `addr` whitelist permission on 127.0.0.0/8, as in the
+//! network test): the per-peer address rate limit is for strangers.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -204,6 +206,10 @@ async fn formation(
         c.machine.connman.target_outbound = target;
         c.machine.connman.feeler_interval = None;
         c.seeds = seeds;
+        c.machine.whitelist.push(pool::WhitelistEntry {
+            subnet: "127.0.0.0/8".parse().context("subnet")?,
+            permissions: vec![pool::Permission::Addr],
+        });
         let mut pc = PeerConfig::new(Network::Regtest.params());
         pc.user_agent =
             UserAgent::new("peerpool", "bench", &[&format!("node{i}")]).context("user agent")?;
