@@ -315,6 +315,18 @@ fn relay_flag_user_agent_and_start_height_reach_the_stats() {
     assert_eq!(s.version, 70015);
 }
 
+#[test]
+fn a_user_agent_keeps_only_the_characters_bitcoin_core_keeps() {
+    let mut h = Harness::new();
+    let mut v = version_message(70016, 7, T0);
+    v.user_agent = "/Evil:1.0(x; y)/\n\u{1b}[31mred\r\u{7f}\u{e9}<b>\"'%\t@?".to_owned();
+    h.inject_message(B, &NetworkMessage::Version(v));
+    assert_eq!(
+        h.m(B).stats(h.now()).user_agent,
+        "/Evil:1.0(x; y)/31mredb@?"
+    );
+}
+
 // ----- nothing before the handshake -----------------------------------------------------------
 
 #[test]

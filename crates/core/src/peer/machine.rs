@@ -814,6 +814,8 @@ impl PeerMachine {
         let negotiated = v.version.min(self.our_version());
         let time_offset = v.timestamp.saturating_sub(now.as_secs() as i64);
         let nonce = v.nonce;
+        let mut v = v;
+        v.user_agent = sanitize_user_agent(&v.user_agent);
         self.remote = Some(Box::new(Remote {
             version: v,
             negotiated,
@@ -1054,6 +1056,15 @@ fn oversized(kind: MessageKind, payload: &[u8]) -> Option<Misbehaviour> {
             count,
         },
     })
+}
+
+/// A peer's user agent as stats, logs and RPC show it: only the characters Bitcoin Core keeps
+/// (`SanitizeString` with `SAFE_CHARS_DEFAULT`: letters, digits and ` .,;-_/:?@()`), so that a
+/// peer cannot put line breaks or terminal escapes into an operator's output.
+pub fn sanitize_user_agent(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || " .,;-_/:?@()".contains(*c))
+        .collect()
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 pub use config::*;
-pub use machine::{PeerMachine, QueueError, MAX_ADDR_TO_SEND};
+pub use machine::{sanitize_user_agent, PeerMachine, QueueError, MAX_ADDR_TO_SEND};
 pub use nonce::Nonces;
 pub use stats::{PingStats, StatsSnapshot};
 
