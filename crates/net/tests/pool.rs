@@ -122,18 +122,20 @@ async fn a_manual_peer_is_redialed_after_the_other_side_restarts() {
         .iter()
         .any(|d| d.kind == ConnKind::Manual && d.joined));
 
-    // Removing the manual peer disconnects it for good.
+    // Removing the manual peer keeps the connection (as Bitcoin Core) but ends the redials:
+    // once B goes away, A does not dial it again.
     a.handle().remove_node(net_addr(&b)).await.unwrap();
-    next_event(&mut events, "B removed", |e| {
-        matches!(
-            e,
-            PoolEvent::PeerLeft {
-                reason: DisconnectReason::Requested,
-                ..
-            }
-        )
+    assert!(a.handle().added_nodes().await.unwrap().is_empty());
+    assert_eq!(a.handle().peer_count().await.unwrap(), 1);
+    b.stop().await;
+    next_event(&mut events, "B leaving again", |e| {
+        matches!(e, PoolEvent::PeerLeft { .. })
     })
     .await;
+    let b = start(b_addr, pool_config(0), "b").await;
+    // Past the first redial step (5 s) with margin: nothing.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(a.handle().peer_count().await.unwrap(), 0, "redialed after removal");
     a.stop().await;
     b.stop().await;
 }

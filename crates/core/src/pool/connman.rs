@@ -619,20 +619,15 @@ impl ConnMan {
         Ok(())
     }
 
-    /// `addnode remove`: stop keeping `addr` up, and disconnect it if connected.
+    /// `addnode remove`: stop keeping `addr` up. A live connection to it stays (as in Bitcoin
+    /// Core; `disconnectnode` closes it), but is not redialed once it ends.
     pub fn remove_manual(&mut self, addr: NetAddr) -> Result<(), ConnError> {
         let i = self
             .manual
             .iter()
             .position(|m| m.addr == addr)
             .ok_or(ConnError::NotAdded(addr))?;
-        let m = self.manual.remove(i);
-        if let Some(peer) = m.request.and_then(|r| self.established_peer(r)) {
-            self.outputs.push_back(Output::Disconnect {
-                peer,
-                reason: DisconnectReason::Requested,
-            });
-        }
+        self.manual.remove(i);
         Ok(())
     }
 
@@ -701,13 +696,6 @@ impl ConnMan {
             kind,
         });
         id
-    }
-
-    fn established_peer(&self, req: ReqId) -> Option<PeerId> {
-        match self.requests.get(&req)?.state {
-            ConnState::Established { peer, .. } => Some(peer),
-            _ => None,
-        }
     }
 
     /// A request is over (failed or disconnected): schedule what replaces it.

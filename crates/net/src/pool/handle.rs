@@ -197,7 +197,8 @@ impl PoolHandle {
         Ok(self.ask(|r| Command::AddNode(addr, r)).await??)
     }
 
-    /// Stops keeping `addr` connected and disconnects it (`addnode remove`).
+    /// Stops keeping `addr` connected (`addnode remove`); a live connection stays, as in
+    /// Bitcoin Core, and is not redialed once it ends.
     pub async fn remove_node(&self, addr: NetAddr) -> Result<(), PoolError> {
         Ok(self.ask(|r| Command::RemoveNode(addr, r)).await??)
     }

@@ -349,7 +349,7 @@ fn a_completed_handshake_resets_the_backoff_and_a_disconnect_redials() {
 }
 
 #[test]
-fn removing_a_manual_peer_disconnects_it_and_stops_redials() {
+fn removing_a_manual_peer_keeps_its_connection_and_stops_redials() {
     let mut c = ConnMan::new(
         Config {
             connect_only: true,
@@ -364,15 +364,13 @@ fn removing_a_manual_peer_disconnects_it_and_stops_redials() {
     let d = dials(&mut c);
     c.handle_dial_succeeded(T0, d[0].0, PeerId(3));
     c.remove_manual(a).unwrap();
-    assert_eq!(
-        c.poll_output(),
-        Some(Output::Disconnect {
-            peer: PeerId(3),
-            reason: DisconnectReason::Requested
-        })
-    );
+    assert_eq!(c.poll_output(), None, "the live connection stays");
+    assert!(c.connection(PeerId(3)).is_some());
+    // Once it ends, nothing redials it.
     c.handle_disconnected(T0, PeerId(3), true);
     assert_eq!(c.poll_timeout(), None);
+    c.handle_timeout(T0 + Duration::from_secs(3600), &mut book(vec![]));
+    assert!(dials(&mut c).is_empty());
     assert_eq!(c.remove_manual(a), Err(ConnError::NotAdded(a)));
 }
 
