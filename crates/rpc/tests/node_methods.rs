@@ -156,6 +156,8 @@ async fn addnode_and_getaddednodeinfo() {
         ok(json!(null)),
     )
     .await;
+    // As in Bitcoin Core, the connection stays; only the redials stop.
+    golden(&node, "getconnectioncount", json!([]), 200, ok(json!(1))).await;
     golden(
         &node,
         "addnode",
@@ -326,12 +328,21 @@ async fn disconnectnode_by_address_and_id() {
         err(-29, "Node not found in connected nodes"),
     )
     .await;
+    // An empty address alone is an address that matches nobody, as in Bitcoin Core.
+    golden(
+        &node,
+        "disconnectnode",
+        json!([""]),
+        500,
+        err(-29, "Node not found in connected nodes"),
+    )
+    .await;
     golden(
         &node,
         "disconnectnode",
         json!([target_a, 3]),
         500,
-        err(-8, "Only one of address and nodeid should be provided."),
+        err(-32602, "Only one of address and nodeid should be provided."),
     )
     .await;
     golden(
@@ -339,7 +350,7 @@ async fn disconnectnode_by_address_and_id() {
         "disconnectnode",
         json!([]),
         500,
-        err(-8, "Only one of address and nodeid should be provided."),
+        err(-32602, "Only one of address and nodeid should be provided."),
     )
     .await;
     golden(
@@ -373,6 +384,16 @@ async fn bans() {
         &node,
         "setban",
         json!(["10.0.0.0/255.255.255.0", "add"]),
+        500,
+        err(-23, "Error: IP/Subnet already banned"),
+    )
+    .await;
+    // A single address inside a banned subnet is already banned; a narrower subnet is not
+    // (Bitcoin Core compares subnets as they are).
+    golden(
+        &node,
+        "setban",
+        json!(["10.0.0.7", "add"]),
         500,
         err(-23, "Error: IP/Subnet already banned"),
     )
@@ -515,7 +536,7 @@ async fn network_state_methods() {
     assert_eq!(
         info,
         json!({
-            "version": 100, "subversion": "/peerpool:test/",
+            "version": 270000, "subversion": "/peerpool:test/",
             "protocolversion": chain.protocol_version,
             "localservices": "0000000000000000", "localservicesnames": [],
             "localrelay": true, "timeoffset": "*", "networkactive": true,
@@ -655,6 +676,18 @@ async fn address_book_methods() {
     assert_eq!(all.as_array().unwrap().len(), 3);
     let one_only = node.ok("getnodeaddresses", json!([])).await;
     assert_eq!(one_only.as_array().unwrap().len(), 1);
+    // Banned addresses are not handed out.
+    node.ok("setban", json!(["1.2.3.4", "add"])).await;
+    let unbanned = node.ok("getnodeaddresses", json!([0])).await;
+    let listed: Vec<&str> = unbanned
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(!listed.contains(&"1.2.3.4"), "{listed:?}");
+    node.ok("clearbanned", json!([])).await;
     golden(
         &node,
         "getnodeaddresses",

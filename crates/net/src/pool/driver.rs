@@ -550,6 +550,8 @@ impl Driver {
                     .entries()
                     .filter(|e| network.map_or(true, |n| e.addr.network() == n))
                     .filter(|e| !e.is_terrible(now))
+                    // Addresses we banned are not handed out (Bitcoin Core filters the same).
+                    .filter(|e| !self.machine.banman().is_banned(&e.addr, now))
                     .collect();
                 fastrand::shuffle(&mut all);
                 if count != 0 {

@@ -306,10 +306,51 @@ impl Output {
     /// The result as JSON text.
     pub(crate) fn into_text(self) -> String {
         match self {
-            Output::Value(v) => v.to_string(),
+            // A tree of values always serializes.
+            Output::Value(v) => to_text(&v).unwrap_or_else(|_| "null".to_owned()),
             Output::Text(t) => t,
         }
     }
+}
+
+/// Writes decimals in plain notation (`0.00000097`, never `9.7e-7`): Bitcoin Core writes
+/// amounts such as `minfeefilter` that way, and scripts compare them as text or read them
+/// with decimal types that reject exponents.
+struct PlainDecimals;
+
+impl serde_json::ser::Formatter for PlainDecimals {
+    fn write_f64<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        value: f64,
+    ) -> std::io::Result<()> {
+        // `Display` of a float never uses an exponent and round-trips.
+        let text = value.to_string();
+        w.write_all(text.as_bytes())?;
+        if !text.contains('.') {
+            w.write_all(b".0")?;
+        }
+        Ok(())
+    }
+
+    fn write_f32<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        value: f32,
+    ) -> std::io::Result<()> {
+        self.write_f64(w, f64::from(value))
+    }
+}
+
+/// `value` as JSON text, decimals in plain notation (see [`PlainDecimals`]).
+pub(crate) fn to_text<T: serde::Serialize + ?Sized>(
+    value: &T,
+) -> Result<String, serde_json::Error> {
+    let mut out = Vec::with_capacity(128);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PlainDecimals);
+    value.serialize(&mut ser)?;
+    // The serializer writes UTF-8 only.
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Runs `method` with `params`.
@@ -320,7 +361,7 @@ pub(crate) async fn call(ctx: &Context, method: &str, params: Value) -> Result<O
         }
         let details = ctx.daemon.pool.peer_details().await?;
         let rows: Vec<PeerRow<'_>> = details.iter().filter_map(PeerRow::of).collect();
-        return serde_json::to_string(&rows)
+        return to_text(&rows)
             .map(Output::Text)
             .map_err(|e| RpcError::new(error::INTERNAL_ERROR, e.to_string()));
     }
@@ -536,7 +577,7 @@ fn not_added() -> RpcError {
 }
 
 async fn disconnectnode(ctx: &Context, args: &[Value]) -> Result<Value, RpcError> {
-    let address = str_arg(args, 0)?.filter(|s| !s.is_empty());
+    let address = str_arg(args, 0)?;
     let nodeid = int_arg(args, 1)?;
     let not_found = || {
         RpcError::new(
@@ -545,17 +586,20 @@ async fn disconnectnode(ctx: &Context, args: &[Value]) -> Result<Value, RpcError
         )
     };
     let pool = &ctx.daemon.pool;
+    // Bitcoin Core's cases: an address alone (even "", which matches nobody), or a node id
+    // with no address or an empty one; anything else is invalid parameters.
     match (address, nodeid) {
         (Some(a), None) => {
             let addr = parse_node(ctx, a).ok_or_else(not_found)?;
             pool.disconnect_addr(addr).await?;
         }
-        (None, Some(id)) => {
+        (None | Some(""), Some(id)) => {
             let id = u64::try_from(id).map_err(|_| not_found())?;
             pool.disconnect_peer(peerpool_net::PeerId(id)).await?;
         }
         _ => {
-            return Err(RpcError::invalid_parameter(
+            return Err(RpcError::new(
+                error::INVALID_PARAMS,
                 "Only one of address and nodeid should be provided.",
             ))
         }
@@ -585,7 +629,7 @@ async fn setban(ctx: &Context, m: &Method, args: &[Value]) -> Result<Value, RpcE
     let absolute = bool_arg(args, 3)?.unwrap_or(false);
     let duration = if absolute {
         let left = bantime - now_secs() as i64;
-        if left <= 0 {
+        if left < 0 {
             return Err(RpcError::invalid_parameter(
                 "Error: Absolute timestamp is in the past",
             ));
@@ -596,7 +640,18 @@ async fn setban(ctx: &Context, m: &Method, args: &[Value]) -> Result<Value, RpcE
     } else {
         DEFAULT_BANTIME
     };
-    if pool.list_bans().await?.iter().any(|b| b.subnet == subnet) {
+    // Already banned, as Bitcoin Core decides it: a subnet by an identical ban, a single
+    // address by any ban holding it.
+    let host = subnet
+        .network()
+        .filter(|_| subnet.is_single_host())
+        .map(peerpool_core::addr::Host::from_ip);
+    if pool
+        .list_bans()
+        .await?
+        .iter()
+        .any(|b| b.subnet == subnet || host.as_ref().is_some_and(|h| b.subnet.contains(h)))
+    {
         return Err(RpcError::new(
             error::NODE_ALREADY_ADDED,
             "Error: IP/Subnet already banned",
@@ -684,8 +739,10 @@ async fn getnetworkinfo(ctx: &Context) -> Result<Value, RpcError> {
         .filter(|p| p.direction == Direction::Inbound)
         .count();
     let services = PeerConfig::new(d.chain.clone()).services;
+    // Outbound peers only, as Bitcoin Core: peers that dial us cannot skew it.
     let mut offsets: Vec<i64> = peers
         .iter()
+        .filter(|p| p.direction == Direction::Outbound)
         .filter_map(|p| p.stats.as_ref())
         .filter(|s| s.version != 0)
         .map(|s| s.time_offset)
@@ -718,7 +775,7 @@ async fn getnetworkinfo(ctx: &Context) -> Result<Value, RpcError> {
         .map(|a| json!({ "address": a.ip().to_string(), "port": a.port(), "score": 1 }))
         .collect();
     Ok(json!({
-        "version": numeric_version(),
+        "version": CORE_RPC_VERSION,
         "subversion": d.user_agent,
         "protocolversion": d.chain.protocol_version,
         "localservices": format!("{:016x}", services.to_u64()),
@@ -737,18 +794,11 @@ async fn getnetworkinfo(ctx: &Context) -> Result<Value, RpcError> {
     }))
 }
 
-/// The crate version as Bitcoin Core writes its own: 10000 * major + 100 * minor + patch.
-fn numeric_version() -> u64 {
-    let mut parts = env!("CARGO_PKG_VERSION")
-        .split('.')
-        .map(|p| p.parse::<u64>().unwrap_or(0));
-    let (a, b, c) = (
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-    );
-    a * 10_000 + b * 100 + c
-}
+/// `getnetworkinfo`'s `version`: the Bitcoin Core release (in Core's 10000 * major + 100 *
+/// minor form) whose network RPCs and pre-JSON-RPC-2.0 replies this server follows. Tools
+/// check it before relying on fields (`bitcoin-cli -netinfo` wants at least 0.21); peerpool's
+/// own name and version are in `subversion`.
+pub const CORE_RPC_VERSION: u64 = 270_000;
 
 /// Bitcoin Core's names of service bits (`GetServicesNames`); unknown bits as `UNKNOWN[2^n]`.
 pub(crate) fn service_names(services: ServiceFlags) -> Vec<String> {
@@ -907,4 +957,36 @@ fn now_millis() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_are_written_without_exponents_and_read_back_the_same() {
+        let v = json!({
+            "minfeefilter": 97.0 / 100_000_000.0,
+            "fee": 0.000001,
+            "zero": 0.0,
+            "ping": 0.000089,
+            "big": 1e21,
+            "neg": -0.5,
+            "int": 7,
+            "list": [1e-7, 2.5],
+        });
+        let text = to_text(&v).unwrap();
+        let exponent = text
+            .as_bytes()
+            .windows(2)
+            .any(|w| w[0].is_ascii_digit() && (w[1] == b'e' || w[1] == b'E'));
+        assert!(!exponent, "{text}");
+        assert!(text.contains("\"minfeefilter\":0.00000097"), "{text}");
+        assert!(text.contains("\"fee\":0.000001"), "{text}");
+        assert!(text.contains("\"zero\":0.0"), "{text}");
+        assert!(text.contains("\"int\":7,"), "{text}");
+        assert!(text.contains("[0.0000001,2.5]"), "{text}");
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, v);
+    }
 }
