@@ -135,7 +135,11 @@ async fn a_manual_peer_is_redialed_after_the_other_side_restarts() {
     let b = start(b_addr, pool_config(0), "b").await;
     // Past the first redial step (5 s) with margin: nothing.
     tokio::time::sleep(Duration::from_secs(7)).await;
-    assert_eq!(a.handle().peer_count().await.unwrap(), 0, "redialed after removal");
+    assert_eq!(
+        a.handle().peer_count().await.unwrap(),
+        0,
+        "redialed after removal"
+    );
     a.stop().await;
     b.stop().await;
 }
