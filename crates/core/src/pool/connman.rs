@@ -81,6 +81,9 @@ pub struct Config {
     pub feeler_interval: Option<Duration>,
     /// Only manual connections (`--connect`): no automatic outbound, no feelers.
     pub connect_only: bool,
+    /// A lower limit on inbound connections than [`Config::max_inbound`] would give
+    /// (`--max-inbound`); reaching it works as full slots do: a newcomer evicts, or is refused.
+    pub inbound_cap: Option<usize>,
 }
 
 impl Default for Config {
@@ -92,15 +95,18 @@ impl Default for Config {
             max_inbound_per_group: DEFAULT_MAX_INBOUND_PER_GROUP,
             feeler_interval: Some(FEELER_INTERVAL),
             connect_only: false,
+            inbound_cap: None,
         }
     }
 }
 
 impl Config {
-    /// Inbound slots: what is left after the outbound target and one feeler slot.
+    /// Inbound slots: what is left after the outbound target and one feeler slot, or
+    /// [`Config::inbound_cap`] if lower.
     pub fn max_inbound(&self) -> usize {
         self.max_connections
             .saturating_sub(self.target_outbound + 1)
+            .min(self.inbound_cap.unwrap_or(usize::MAX))
     }
 }
 

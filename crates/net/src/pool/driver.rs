@@ -100,7 +100,6 @@ pub(crate) struct Driver {
     /// The save in progress, which the next one waits for so files are written in order.
     saving: Option<JoinHandle<()>>,
     save_interval: Duration,
-    max_inbound: Option<usize>,
     stopping: bool,
     /// Seed addresses added again when the machine asks ([`Output::Reseed`]).
     seeds: Vec<NetAddr>,
@@ -158,8 +157,13 @@ impl Driver {
                 fastrand::Rng::with_seed(seed ^ 1),
             )
         });
+        let mut machine_config = config.machine.clone();
+        if let Some(cap) = config.max_inbound {
+            let lower = machine_config.connman.inbound_cap.map_or(cap, |c| c.min(cap));
+            machine_config.connman.inbound_cap = Some(lower);
+        }
         let mut machine = PoolMachine::with_state(
-            config.machine.clone(),
+            machine_config,
             book,
             bans.unwrap_or_default(),
             seed,
@@ -200,7 +204,6 @@ impl Driver {
             store,
             saving: None,
             save_interval: config.save_interval,
-            max_inbound: config.max_inbound,
             stopping: false,
             seeds: config.seeds.clone(),
             dns_reseed: (config.dns_seed && !config.machine.connman.connect_only)
@@ -375,12 +378,6 @@ impl Driver {
     fn on_inbound(&mut self, accepted: Accepted) {
         let now = clock::now();
         let addr = NetAddr::from_socket(accepted.addr);
-        if let Some(cap) = self.max_inbound {
-            if self.machine.connman().inbound_count() >= cap {
-                debug!(%addr, "inbound refused: the inbound cap of {cap} is reached");
-                return;
-            }
-        }
         let peer = Peer::new_inbound(Arc::clone(&self.peer_config));
         match self.machine.handle_inbound(now, peer.id(), addr) {
             Ok(()) => self.start_peer(now, peer, addr, accepted.stream),

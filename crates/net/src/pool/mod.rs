@@ -157,7 +157,9 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// See [`DEFAULT_SAVE_INTERVAL`].
     pub save_interval: Duration,
-    /// Extra cap on inbound connections, below what the machine's slots allow.
+    /// Extra cap on inbound connections, below what the machine's slots allow; reaching it
+    /// works as full slots do (a newcomer evicts an unprotected peer, or is refused). Sets
+    /// the machine's `connman.inbound_cap`.
     pub max_inbound: Option<usize>,
     /// See [`DEFAULT_NOTIFICATION_CAPACITY`].
     pub notification_capacity: usize,

@@ -544,3 +544,33 @@ fn a_noban_newcomer_is_refused_when_nobody_can_be_evicted() {
     }
     assert_eq!(c.inbound_count(), max_inbound);
 }
+
+#[test]
+fn an_inbound_cap_below_the_slots_evicts_as_full_slots_do() {
+    let config = Config {
+        inbound_cap: Some(40),
+        ..no_feelers()
+    };
+    assert_eq!(config.max_inbound(), 40);
+    let mut c = ConnMan::new(config, 1, T0);
+    let key = |g: NetGroup| g.to_bytes().iter().fold(0u64, |h, b| h ^ u64::from(*b));
+    for i in 0..40u64 {
+        let v = c.handle_inbound(
+            T0 + Duration::from_secs(i),
+            PeerId(i),
+            addr(&format!("{}.2.0.1:1", 10 + i)),
+            false,
+            &key,
+        );
+        assert_eq!(v, InboundVerdict::Accept);
+    }
+    let v = c.handle_inbound(
+        T0 + Duration::from_secs(100),
+        PeerId(99),
+        addr("200.1.1.1:1"),
+        false,
+        &key,
+    );
+    assert!(matches!(v, InboundVerdict::AcceptEvicting(_)), "{v:?}");
+    assert_eq!(c.inbound_count(), 40);
+}
