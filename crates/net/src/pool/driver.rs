@@ -159,16 +159,14 @@ impl Driver {
         });
         let mut machine_config = config.machine.clone();
         if let Some(cap) = config.max_inbound {
-            let lower = machine_config.connman.inbound_cap.map_or(cap, |c| c.min(cap));
+            let lower = machine_config
+                .connman
+                .inbound_cap
+                .map_or(cap, |c| c.min(cap));
             machine_config.connman.inbound_cap = Some(lower);
         }
-        let mut machine = PoolMachine::with_state(
-            machine_config,
-            book,
-            bans.unwrap_or_default(),
-            seed,
-            now,
-        );
+        let mut machine =
+            PoolMachine::with_state(machine_config, book, bans.unwrap_or_default(), seed, now);
         for addr in &config.add_nodes {
             if let Err(e) = machine.add_node(now, *addr) {
                 warn!("addnode {addr}: {e}");
