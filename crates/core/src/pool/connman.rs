@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
-use crate::addr::{Host, NetAddr, NetGroup};
+use crate::addr::{Host, NetAddr, NetGroup, Network};
 use crate::peer::{DisconnectReason, PeerId};
 use crate::pool::eviction::{select_to_evict, Candidate};
 use crate::retry::backoff;
@@ -63,6 +63,9 @@ pub const RECENT_TRY_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// Draws of a round during which [`RECENT_TRY_WINDOW`] applies of a round; later draws take them, so that a small
 /// book still gets dialed. Bitcoin Core: the `nTries < 30` in `ThreadOpenConnections`.
 pub const RECENT_TRY_PICKS: usize = 30;
+/// How soon a manual peer whose address is already connected some other way is looked at
+/// again. Bitcoin Core's `ThreadOpenAddedConnections` loops every 2 s.
+pub const MANUAL_RECHECK: Duration = Duration::from_secs(2);
 /// Inbound connections accepted from one network group (an IPv4 /16, an IPv6 /32).
 pub const DEFAULT_MAX_INBOUND_PER_GROUP: usize = 8;
 
@@ -418,14 +421,25 @@ impl ConnMan {
     /// Runs what is due: manual redials, one automatic outbound dial from `pick`, feelers.
     ///
     /// `pick` is called with what is wanted and returns a candidate (or `None` when the book
-    /// has nothing); candidates at an IP already connected or dialed, in a network group that
-    /// already has an automatic outbound connection, or (early in a round) tried within
-    /// [`RECENT_TRY_WINDOW`] are skipped here.
+    /// has nothing); candidates at an IP already connected or dialed, at the IP of a manual
+    /// peer, in a network group that already has an automatic or manual outbound connection
+    /// (IPv4 and IPv6 only, as Bitcoin Core: Tor, I2P and CJDNS groups say nothing about the
+    /// route), or (early in a round) tried within [`RECENT_TRY_WINDOW`] are skipped here.
     pub fn handle_timeout(&mut self, now: Time, pick: &mut dyn FnMut(Pick) -> Option<Offer>) {
         for i in 0..self.manual.len() {
             if self.manual[i].next_try.is_some_and(|t| t <= now) {
-                self.manual[i].next_try = None;
                 let addr = self.manual[i].addr;
+                // Already connected there by another way (an automatic dial made before it was
+                // added): no second connection; looked at again shortly, as Core does.
+                let taken = self
+                    .requests
+                    .values()
+                    .any(|r| r.addr == addr && is_live(&r.state));
+                if taken {
+                    self.manual[i].next_try = Some(now + MANUAL_RECHECK);
+                    continue;
+                }
+                self.manual[i].next_try = None;
                 let req = self.dial(now, addr, ConnKind::Manual);
                 self.manual[i].request = Some(req);
             }
@@ -784,11 +798,14 @@ impl ConnMan {
         // ip:port only (their port is ephemeral, so in effect not at all): Core also skips IPs
         // connected inbound, but test networks whose nodes dial from their listening IP could
         // then not reach their targets (n nodes have only n(n-1)/2 pairs).
+        // Manual peers' hosts too: an automatic slot never goes to a node kept up by hand
+        // (Core's `AddedNodesContain`).
         let busy: BTreeSet<Host> = self
             .requests
             .values()
             .filter(|r| is_live(&r.state))
             .map(|r| r.addr.host)
+            .chain(self.manual.iter().map(|m| m.addr.host))
             .collect();
         let busy_inbound: BTreeSet<NetAddr> = self
             .connections
@@ -799,7 +816,9 @@ impl ConnMan {
         let groups: BTreeSet<NetGroup> = self
             .requests
             .values()
-            .filter(|r| r.kind == ConnKind::Outbound && is_live(&r.state))
+            .filter(|r| matches!(r.kind, ConnKind::Outbound | ConnKind::Manual))
+            .filter(|r| is_live(&r.state))
+            .filter(|r| matches!(r.addr.network(), Network::Ipv4 | Network::Ipv6))
             .map(|r| r.addr.group())
             .collect();
         for tries in 0..PICK_TRIES {

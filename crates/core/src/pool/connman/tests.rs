@@ -574,3 +574,79 @@ fn an_inbound_cap_below_the_slots_evicts_as_full_slots_do() {
     assert!(matches!(v, InboundVerdict::AcceptEvicting(_)), "{v:?}");
     assert_eq!(c.inbound_count(), 40);
 }
+
+#[test]
+fn automatic_dials_avoid_manual_peers_and_their_groups_but_not_onion_groups() {
+    let onion: NetAddr = "2gzyxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion:8333"
+        .parse()
+        .unwrap();
+    let manual = addr("20.1.1.1:8333");
+    let same_ip = addr("20.1.1.1:18333");
+    let neighbour = addr("20.1.9.9:8333");
+    let elsewhere = addr("30.1.1.1:8333");
+    let automatic = |out: &[(Time, ReqId, NetAddr, ConnKind)]| -> Vec<NetAddr> {
+        out.iter()
+            .filter(|d| d.3 == ConnKind::Outbound)
+            .map(|d| d.2)
+            .collect()
+    };
+
+    // A manual peer waiting out its backoff: its IP is still not for automatic slots.
+    let mut c = ConnMan::new(no_feelers(), 1, T0);
+    c.add_manual(T0, manual).unwrap();
+    c.handle_timeout(T0, &mut book(vec![]));
+    let (req, _, _) = dials(&mut c)[0];
+    c.handle_dial_failed(T0, req);
+    let out = run_until(
+        &mut c,
+        T0 + Duration::from_secs(4),
+        &mut book(vec![same_ip, elsewhere]),
+    );
+    let auto = automatic(&out);
+    assert!(!auto.contains(&same_ip), "{auto:?}");
+    assert!(auto.contains(&elsewhere), "{auto:?}");
+
+    // A connected manual peer's /16 counts for diversity; onion groups never do.
+    let mut c = ConnMan::new(no_feelers(), 1, T0);
+    c.add_manual(T0, manual).unwrap();
+    c.handle_timeout(T0, &mut book(vec![]));
+    let (req, _, _) = dials(&mut c)[0];
+    c.handle_dial_succeeded(T0, req, PeerId(1));
+    let out = run_until(
+        &mut c,
+        T0 + Duration::from_secs(4),
+        &mut book(vec![neighbour, onion, elsewhere]),
+    );
+    let auto = automatic(&out);
+    assert!(!auto.contains(&neighbour), "{auto:?}");
+    assert!(
+        auto.contains(&onion) && auto.contains(&elsewhere),
+        "{auto:?}"
+    );
+}
+
+#[test]
+fn a_manual_peer_already_connected_automatically_is_not_dialed_twice() {
+    let mut c = ConnMan::new(no_feelers(), 1, T0);
+    let a = addr("40.1.1.1:8333");
+    // Connected by an automatic dial first...
+    let out = run_until(&mut c, T0 + Duration::from_millis(10), &mut book(vec![a]));
+    let auto = out
+        .iter()
+        .find(|d| d.3 == ConnKind::Outbound)
+        .expect("a dial");
+    assert_eq!(auto.2, a);
+    c.handle_dial_succeeded(T0, auto.1, PeerId(1));
+    // ...then added by hand: no second connection while the first lives.
+    c.add_manual(T0, a).unwrap();
+    let out = run_until(&mut c, T0 + Duration::from_secs(30), &mut book(vec![]));
+    assert!(!out.iter().any(|d| d.3 == ConnKind::Manual), "{out:?}");
+    // Once it ends, the manual peer takes over within the recheck interval.
+    let gone = T0 + Duration::from_secs(30);
+    c.handle_disconnected(gone, PeerId(1), true);
+    let out = run_until(&mut c, gone + MANUAL_RECHECK, &mut book(vec![]));
+    assert!(
+        out.iter().any(|d| d.3 == ConnKind::Manual && d.2 == a),
+        "{out:?}"
+    );
+}
