@@ -781,3 +781,24 @@ async fn control_methods() {
         .await
         .expect("stop cancels the daemon's shutdown token");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addnode_takes_more_than_eight_entries_as_core() {
+    let node = Node::start().await;
+    // Nothing listens on these loopback ports: each dial is refused at once.
+    let nodes: Vec<String> = (1..=12).map(|i| format!("127.0.77.{i}:1")).collect();
+    for n in &nodes {
+        golden(&node, "addnode", json!([n, "add"]), 200, ok(json!(null))).await;
+    }
+    let listed = node.ok("getaddednodeinfo", json!([])).await;
+    let mut names: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["addednode"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    let mut want = nodes.clone();
+    want.sort();
+    assert_eq!(names, want);
+}

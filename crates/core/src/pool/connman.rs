@@ -8,8 +8,9 @@
 //!   single operator cannot surround the node, and never a second connection to an IP we
 //!   already dialed, whatever the port (Bitcoin Core's `AlreadyConnectedToAddress`; unlike
 //!   Core, an inbound peer's IP does not count, see `pick_usable`);
-//! - **manual peers** (`addnode add`): kept outside the automatic count, at most
-//!   [`Config::max_manual`], redialed after every failure or disconnection with a backoff of
+//! - **manual peers** (`addnode add`): kept outside the automatic count, any number of them
+//!   with at most [`Config::max_manual`] connected or dialing at once (the others wait for a
+//!   place), redialed after every failure or disconnection with a backoff of
 //!   5 s times the attempt, capped at 5 minutes (btcd's schedule);
 //! - **one-try** connections (`addnode onetry`): dialed once, never retried;
 //! - **feelers**: every [`Config::feeler_interval`] on average, once the outbound slots are
@@ -76,7 +77,8 @@ pub struct Config {
     pub target_outbound: usize,
     /// Most connections in all; inbound gets what outbound and the feeler slot leave.
     pub max_connections: usize,
-    /// Most manual (`addnode`) peers.
+    /// Most manual (`addnode`) peers connected or dialing at once; the list itself has no
+    /// limit.
     pub max_manual: usize,
     /// Inbound connections accepted from one network group.
     pub max_inbound_per_group: usize,
@@ -278,9 +280,6 @@ pub enum ConnError {
     /// The manual peer is not in the list. (Core's RPC error -24.)
     #[error("node {0} has not been added")]
     NotAdded(NetAddr),
-    /// Too many manual peers.
-    #[error("at most {0} manual peers")]
-    TooManyManual(usize),
     /// No such connection. (Core's RPC error -29.)
     #[error("node not connected")]
     NotConnected,
@@ -426,8 +425,19 @@ impl ConnMan {
     /// (IPv4 and IPv6 only, as Bitcoin Core: Tor, I2P and CJDNS groups say nothing about the
     /// route), or (early in a round) tried within [`RECENT_TRY_WINDOW`] are skipped here.
     pub fn handle_timeout(&mut self, now: Time, pick: &mut dyn FnMut(Pick) -> Option<Offer>) {
+        // The list of manual peers is unbounded; connections to them are not (Bitcoin Core's
+        // `MAX_ADDNODE_CONNECTIONS`): past the cap, the others wait their turn.
+        let mut live_manual = self
+            .requests
+            .values()
+            .filter(|r| r.kind == ConnKind::Manual && is_live(&r.state))
+            .count();
         for i in 0..self.manual.len() {
             if self.manual[i].next_try.is_some_and(|t| t <= now) {
+                if live_manual >= self.config.max_manual {
+                    self.manual[i].next_try = Some(now + MANUAL_RECHECK);
+                    continue;
+                }
                 let addr = self.manual[i].addr;
                 // Already connected there by another way (an automatic dial made before it was
                 // added): no second connection; looked at again shortly, as Core does.
@@ -440,6 +450,7 @@ impl ConnMan {
                     continue;
                 }
                 self.manual[i].next_try = None;
+                live_manual += 1;
                 let req = self.dial(now, addr, ConnKind::Manual);
                 self.manual[i].request = Some(req);
             }
@@ -626,9 +637,6 @@ impl ConnMan {
     pub fn add_manual(&mut self, now: Time, addr: NetAddr) -> Result<(), ConnError> {
         if self.manual.iter().any(|m| m.addr == addr) {
             return Err(ConnError::AlreadyAdded(addr));
-        }
-        if self.manual.len() >= self.config.max_manual {
-            return Err(ConnError::TooManyManual(self.config.max_manual));
         }
         self.manual.push(ManualPeer {
             addr,

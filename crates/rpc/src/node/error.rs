@@ -42,8 +42,6 @@ pub const NODE_NOT_ADDED: i32 = -24;
 pub const NODE_NOT_CONNECTED: i32 = -29;
 /// A malformed IP or subnet. Bitcoin Core: `RPC_CLIENT_INVALID_IP_OR_SUBNET`.
 pub const INVALID_IP_OR_SUBNET: i32 = -30;
-/// Too many manual peers. Bitcoin Core: `RPC_CLIENT_NODE_CAPACITY_REACHED`.
-pub const NODE_CAPACITY_REACHED: i32 = -34;
 
 impl RpcError {
     /// An error with `code` and `message`.
@@ -98,10 +96,6 @@ impl From<peerpool_net::pool::PoolError> for RpcError {
             PoolError::Conn(ConnError::NotAdded(_)) => RpcError::new(
                 NODE_NOT_ADDED,
                 "Error: Node could not be removed. It has not been added previously.",
-            ),
-            PoolError::Conn(ConnError::TooManyManual(n)) => RpcError::new(
-                NODE_CAPACITY_REACHED,
-                format!("Error: already at the limit of {n} added nodes"),
             ),
             PoolError::Conn(ConnError::NotConnected) => {
                 RpcError::new(NODE_NOT_CONNECTED, "Node not found in connected nodes")

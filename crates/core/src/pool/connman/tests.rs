@@ -380,10 +380,6 @@ fn manual_peers_are_limited_and_outside_the_automatic_count() {
     for i in 0..DEFAULT_MAX_MANUAL {
         c.add_manual(T0, addr(&format!("127.0.1.{i}:1"))).unwrap();
     }
-    assert_eq!(
-        c.add_manual(T0, addr("127.0.2.1:1")),
-        Err(ConnError::TooManyManual(DEFAULT_MAX_MANUAL))
-    );
     let list: Vec<NetAddr> = (0..40)
         .map(|i| addr(&format!("{}.2.0.1:8333", 30 + i)))
         .collect();
@@ -649,4 +645,38 @@ fn a_manual_peer_already_connected_automatically_is_not_dialed_twice() {
         out.iter().any(|d| d.3 == ConnKind::Manual && d.2 == a),
         "{out:?}"
     );
+}
+
+#[test]
+fn any_number_of_manual_peers_with_at_most_eight_connected_at_once() {
+    let mut c = ConnMan::new(
+        Config {
+            connect_only: true,
+            ..no_feelers()
+        },
+        1,
+        T0,
+    );
+    let all: Vec<NetAddr> = (0..12).map(|i| addr(&format!("50.{i}.0.1:8333"))).collect();
+    for a in &all {
+        c.add_manual(T0, *a).unwrap();
+    }
+    assert_eq!(c.manual_peers().len(), 12);
+    let first = run_until(&mut c, T0 + Duration::from_secs(1), &mut book(vec![]));
+    assert_eq!(first.len(), DEFAULT_MAX_MANUAL, "{first:?}");
+    // Nothing more while all eight are connected.
+    for (n, d) in first.iter().enumerate() {
+        c.handle_dial_succeeded(T0, d.1, PeerId(n as u64));
+    }
+    let later = T0 + Duration::from_secs(60);
+    assert!(run_until(&mut c, later, &mut book(vec![])).is_empty());
+    // One leaves: one waiting peer takes its place within the recheck interval.
+    c.handle_disconnected(later, PeerId(0), true);
+    let next = run_until(&mut c, later + MANUAL_RECHECK, &mut book(vec![]));
+    let newcomers: Vec<NetAddr> = next
+        .iter()
+        .map(|d| d.2)
+        .filter(|a| !first.iter().any(|f| f.2 == *a))
+        .collect();
+    assert_eq!(newcomers.len(), 1, "{next:?}");
 }
