@@ -614,8 +614,25 @@ async fn address_book_methods() {
         &node,
         "addpeeraddress",
         json!(["not-an-ip", 8333]),
+        500,
+        err(-30, "Invalid IP address"),
+    )
+    .await;
+    // Known already: Core's Add fails, and says so.
+    golden(
+        &node,
+        "addpeeraddress",
+        json!(["1.2.3.4", 8333]),
         200,
-        ok(json!({"success": false})),
+        ok(json!({"error": "failed-adding-to-new", "success": false})),
+    )
+    .await;
+    golden(
+        &node,
+        "addpeeraddress",
+        json!(["1.2.3.4", 8333, true]),
+        200,
+        ok(json!({"error": "failed-adding-to-new", "success": false})),
     )
     .await;
     golden(

@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use super::handle::{AddrManInfo, Command, KnownAddress, NetTotals, PeerDetails, SessionInfo};
+use super::handle::{
+    AddTried, AddrManInfo, Command, KnownAddress, NetTotals, PeerDetails, SessionInfo,
+};
 use super::io::{Accepted, Dialer};
 use super::store::{Snapshot, Store};
 use super::{bare_info, peer_info, Config, PeerConfigRef, SHUTDOWN_GRACE};
@@ -530,12 +532,18 @@ impl Driver {
             }
             Command::AddTried(addr, reply) => {
                 let record = (addr, ServiceFlags::NETWORK | ServiceFlags::WITNESS, now);
-                self.machine.add_addresses(now, &[record], addr);
-                let tried = matches!(
+                // As Core: an address the book already knows fails to be added, tried or not.
+                let outcome = if self.machine.add_addresses(now, &[record], addr) == 0 {
+                    AddTried::NotAdded
+                } else if matches!(
                     self.machine.mark_tried(now, &addr),
                     GoodOutcome::MovedToTried | GoodOutcome::AlreadyTried
-                );
-                let _ = reply.send(tried);
+                ) {
+                    AddTried::Tried
+                } else {
+                    AddTried::NotTried
+                };
+                let _ = reply.send(outcome);
             }
             Command::Save(reply) => self.save(Some(reply)),
             Command::NodeAddresses(count, network, reply) => {

@@ -92,6 +92,20 @@ pub struct SessionInfo {
     pub errors: u32,
 }
 
+/// What [`PoolHandle::add_tried_address`] did, in the terms of Bitcoin Core's
+/// `addpeeraddress`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddTried {
+    /// The book did not take it as a new address (already known, or unusable):
+    /// `failed-adding-to-new`.
+    NotAdded,
+    /// Added, but its tried slot is taken by another address, which a feeler tests first:
+    /// `failed-adding-to-tried`.
+    NotTried,
+    /// Added and now in the tried table.
+    Tried,
+}
+
 /// An address-book entry as the admin interface shows it (`peers`).
 #[derive(Clone, Debug)]
 pub struct KnownAddress {
@@ -135,7 +149,7 @@ pub(crate) enum Command {
     MarkUseful(PeerId, Useful, Reply<()>),
     AddrManInfo(Reply<AddrManInfo>),
     AddAddresses(Vec<NetAddr>, Reply<usize>),
-    AddTried(NetAddr, Reply<bool>),
+    AddTried(NetAddr, Reply<AddTried>),
     Save(Reply<io::Result<()>>),
     NodeAddresses(usize, Option<Network>, Reply<Vec<AddrInfo>>),
     NetTotals(Reply<NetTotals>),
@@ -274,10 +288,8 @@ impl PoolHandle {
     }
 
     /// Adds `addr` to the book and marks it as connected once, so that it lands in the tried
-    /// table (`addpeeraddress ... true`). Whether it is now in the tried table: `false` when
-    /// its tried slot is taken by another address (it then waits for a feeler's verdict) or
-    /// the book refused it.
-    pub async fn add_tried_address(&self, addr: NetAddr) -> Result<bool, PoolError> {
+    /// table (`addpeeraddress ... true`); see [`AddTried`] for the outcomes.
+    pub async fn add_tried_address(&self, addr: NetAddr) -> Result<AddTried, PoolError> {
         self.ask(|r| Command::AddTried(addr, r)).await
     }
 

@@ -84,7 +84,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use handle::{
-    AddrManInfo, KnownAddress, NetTotals, PeerDetails, PoolError, PoolHandle, SessionInfo,
+    AddTried, AddrManInfo, KnownAddress, NetTotals, PeerDetails, PoolError, PoolHandle, SessionInfo,
 };
 pub use peerpool_core::pool::banman::{BanEntry, BanReason, Subnet};
 pub use peerpool_core::pool::connman::{ConnError, ConnKind, ManualPeer};

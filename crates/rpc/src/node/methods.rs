@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bitcoin::p2p::ServiceFlags;
 use peerpool_core::addr::{NetAddr, Network};
 use peerpool_core::peer::PeerConfig;
-use peerpool_net::pool::{ConnKind, PeerDetails, Subnet};
+use peerpool_net::pool::{AddTried, ConnKind, PeerDetails, Subnet};
 use peerpool_net::Direction;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -177,7 +177,7 @@ Result: [ { \"time\": n, \"services\": n, \"address\": str, \"port\": n, \"netwo
         usage: "addpeeraddress \"address\" port ( tried )",
         help: "Adds an address to the address book, as if it had announced itself (for tests).\n\
 With tried, it is also marked as connected once, which moves it to the tried table.\n\n\
-Result: { \"success\": bool }\n",
+Result: { \"success\": bool, \"error\": str (when it failed: failed-adding-to-new or failed-adding-to-tried) }\n",
     },
     Method {
         name: "setnetworkactive",
@@ -723,12 +723,26 @@ async fn addpeeraddress(ctx: &Context, args: &[Value]) -> Result<Value, RpcError
         Ok(ip) => Some(NetAddr::from_socket((ip, port).into())),
         Err(_) => NetAddr::from_str(&format!("{address}:{port}")).ok(),
     };
-    let success = match addr {
-        Some(a) if tried => ctx.daemon.pool.add_tried_address(a).await?,
-        Some(a) => ctx.daemon.pool.add_addresses(vec![a]).await? > 0,
-        None => false,
+    let Some(addr) = addr else {
+        return Err(RpcError::new(
+            error::INVALID_IP_OR_SUBNET,
+            "Invalid IP address",
+        ));
     };
-    Ok(json!({ "success": success }))
+    let pool = &ctx.daemon.pool;
+    let outcome = if tried {
+        pool.add_tried_address(addr).await?
+    } else if pool.add_addresses(vec![addr]).await? > 0 {
+        AddTried::Tried
+    } else {
+        AddTried::NotAdded
+    };
+    // Bitcoin Core's shape: `success`, with `error` saying which step failed.
+    Ok(match outcome {
+        AddTried::Tried => json!({ "success": true }),
+        AddTried::NotAdded => json!({ "error": "failed-adding-to-new", "success": false }),
+        AddTried::NotTried => json!({ "error": "failed-adding-to-tried", "success": false }),
+    })
 }
 
 async fn getnetworkinfo(ctx: &Context) -> Result<Value, RpcError> {
