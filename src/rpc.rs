@@ -203,16 +203,19 @@ pub async fn client(args: ClientArgs) -> anyhow::Result<u8> {
         bail!("no method given");
     };
     let params = if named {
+        // As bitcoin-cli: NAME=VALUE words are named, the others positional, sent as "args".
         let mut map = Map::new();
+        let mut positional = Vec::new();
         for w in rest {
-            let Some((k, v)) = w.split_once('=') else {
-                eprintln!(
-                    "error: No '=' in named argument '{w}', this needs to be present for every \
-                     argument even if it is empty"
-                );
-                return Ok(1);
-            };
-            map.insert(k.to_owned(), parse_arg(v));
+            match w.split_once('=') {
+                Some((k, v)) => {
+                    map.insert(k.to_owned(), parse_arg(v));
+                }
+                None => positional.push(parse_arg(w)),
+            }
+        }
+        if !positional.is_empty() && !map.contains_key("args") {
+            map.insert("args".to_owned(), Value::Array(positional));
         }
         Value::Object(map)
     } else {

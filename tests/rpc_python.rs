@@ -152,9 +152,16 @@ fn peerpool_rpc_works_as_bitcoin_cli() {
         &["-named", "getnodeaddresses", "count=0", "network=ipv6"],
     );
     assert_eq!((code, out.as_str(), err.as_str()), (0, "[]\n", ""));
+    // Words without '=' are positional, as in bitcoin-cli (sent as "args").
+    let (code, out, err) = cli(
+        &dir,
+        &rpc,
+        &["-named", "getnodeaddresses", "0", "network=ipv6"],
+    );
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "[]\n", ""));
     let (code, _, err) = cli(&dir, &rpc, &["-named", "getnodeaddresses", "count"]);
-    assert_eq!(code, 1);
-    assert!(err.contains("No '=' in named argument 'count'"), "{err}");
+    assert_eq!(code, 3);
+    assert!(err.contains("not of expected type number"), "{err}");
 
     // Errors: Core's text on stderr and its code as the exit status.
     let (code, out, err) = cli(&dir, &rpc, &["addnode", &peer, "remove"]);

@@ -819,3 +819,44 @@ async fn addnode_takes_more_than_eight_entries_as_core() {
     want.sort();
     assert_eq!(names, want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_parameters_may_bring_positional_ones_as_args() {
+    let node = Node::start().await;
+    golden(
+        &node,
+        "getnodeaddresses",
+        json!({"args": [0], "network": "ipv4"}),
+        200,
+        ok(json!([])),
+    )
+    .await;
+    golden(
+        &node,
+        "getnodeaddresses",
+        json!({"args": [0], "count": 1}),
+        500,
+        err(
+            -8,
+            "Parameter count specified twice both as positional and named argument",
+        ),
+    )
+    .await;
+    golden(
+        &node,
+        "getnodeaddresses",
+        json!({"args": 5}),
+        500,
+        err(-8, "Unknown named parameter args"),
+    )
+    .await;
+    let help = help_of(&node, "getnodeaddresses").await;
+    golden(
+        &node,
+        "getnodeaddresses",
+        json!({"args": [0, "ipv4", 7]}),
+        500,
+        err(-1, &help),
+    )
+    .await;
+}

@@ -233,15 +233,37 @@ fn positional(m: &Method, params: Value) -> Result<Vec<Value>, RpcError> {
     let mut args = match params {
         Value::Null => Vec::new(),
         Value::Array(a) => a,
-        Value::Object(named) => {
+        Value::Object(mut named) => {
+            // Positional arguments may come along as "args" (bitcoin-cli -named with words
+            // that have no '='); named ones fill the places after them, as Bitcoin Core.
+            let leading = match named.remove("args") {
+                Some(Value::Array(a)) => a,
+                Some(other) => {
+                    named.insert("args".to_owned(), other);
+                    Vec::new()
+                }
+                None => Vec::new(),
+            };
             let mut out = vec![Value::Null; m.args.len()];
+            let mut first_named: Option<usize> = None;
             for (k, v) in named {
                 let i = m.args.iter().position(|a| a.name == k).ok_or_else(|| {
                     RpcError::invalid_parameter(format!("Unknown named parameter {k}"))
                 })?;
+                first_named = Some(first_named.map_or(i, |f| f.min(i)));
                 out[i] = v;
             }
-            out
+            if let Some(f) = first_named.filter(|f| leading.len() > *f) {
+                return Err(RpcError::invalid_parameter(format!(
+                    "Parameter {} specified twice both as positional and named argument",
+                    m.args[f].name
+                )));
+            }
+            let mut all = leading;
+            if all.len() < out.len() {
+                all.extend(out.drain(all.len()..));
+            }
+            all
         }
         _ => {
             return Err(RpcError::new(
