@@ -660,7 +660,13 @@ impl PoolMachine {
         let mut accepted: Vec<AddrRecord> = Vec::new();
         let mut relay: Vec<AddrV2Message> = Vec::new();
         let mut limited = 0;
-        for a in addrs {
+        // When the tokens do not cover the message, which addresses they cover is random (Core
+        // shuffles first): the sender cannot pick, by their order, which ones get in.
+        let mut order: Vec<&AddrV2Message> = addrs.iter().collect();
+        if !unlimited && addrs.len() as f64 > p.addr_tokens {
+            self.rng.shuffle(&mut order);
+        }
+        for a in order {
             if !unlimited {
                 if p.addr_tokens < 1.0 {
                     limited += 1;

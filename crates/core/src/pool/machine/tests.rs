@@ -601,3 +601,23 @@ fn an_automatic_dial_failure_is_counted() {
     p.handle_dial_failed(T0, req);
     assert_eq!(p.addrman().info(&addr).unwrap().attempts, 1);
 }
+
+#[test]
+fn which_addresses_the_rate_limit_lets_in_is_not_the_senders_choice() {
+    let batch: Vec<AddrV2Message> = (1..=10)
+        .map(|i| v2(a(&format!("127.0.{i}.9:18444")), T0))
+        .collect();
+    let mut kept = BTreeSet::new();
+    for seed in 0..20 {
+        let mut p = PoolMachine::new(local_config(), [7; 16], seed, T0);
+        p.handle_inbound(T0, PeerId(1), a("127.0.200.5:5000"))
+            .unwrap();
+        p.handle_handshake(T0, PeerId(1), ServiceFlags::NETWORK);
+        // One token: one address of the ten gets in.
+        p.handle_addrs(T0, PeerId(1), &batch);
+        let listed: Vec<NetAddr> = p.addrman().listing().into_iter().map(|i| i.addr).collect();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        kept.insert(listed[0]);
+    }
+    assert!(kept.len() > 3, "always the same few: {kept:?}");
+}
