@@ -23,6 +23,7 @@
 pub mod addr;
 pub mod ban;
 pub mod cost;
+mod mem;
 pub mod misbehaviour;
 pub mod peer;
 pub mod pool;

@@ -242,18 +242,8 @@ impl KnownSet {
     /// byte each, plus one group of 16 trailing control bytes.
     #[cfg(test)]
     pub(crate) fn heap_size(&self) -> usize {
-        let cap = self.index.capacity();
-        let buckets = match cap {
-            0 => 0,
-            1..=3 => 4,
-            4..=7 => 8,
-            _ => (cap * 8 / 7).next_power_of_two(),
-        };
-        let index = if buckets == 0 {
-            0
-        } else {
-            buckets * (std::mem::size_of::<u32>() + 1) + 16
-        };
+        let index =
+            crate::mem::hash_table_heap_size(self.index.capacity(), std::mem::size_of::<u32>());
         self.ring.capacity() * std::mem::size_of::<u64>() + index
     }
 }

@@ -454,18 +454,7 @@ impl AddrMan {
         let entries = self.entries.capacity() * size_of::<Option<Entry>>()
             + (self.free.capacity() + self.random.capacity() + self.collisions.capacity())
                 * size_of::<EntryId>();
-        let cap = self.index.capacity();
-        let buckets = match cap {
-            0 => 0,
-            1..=3 => 4,
-            4..=7 => 8,
-            _ => (cap * 8 / 7).next_power_of_two(),
-        };
-        let index = if buckets == 0 {
-            0
-        } else {
-            buckets * (size_of::<EntryId>() + 1) + 16
-        };
+        let index = crate::mem::hash_table_heap_size(self.index.capacity(), size_of::<EntryId>());
         tables + entries + index
     }
 
