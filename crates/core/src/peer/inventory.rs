@@ -205,10 +205,15 @@ impl KnownSet {
         }
     }
 
-    /// Before the ring would reallocate, squeezes out stale copies if they make up a quarter of
-    /// it or more, so a peer repeating hashes cannot grow it past a third over the live count.
+    /// Squeezes out stale copies before the ring would reallocate, if they make up a quarter
+    /// of it or more, and whenever the ring holds twice the capacity: a peer repeating hashes
+    /// cannot grow it past `2 * capacity + 1` copies. At that size at least half the copies are
+    /// stale (live entries never exceed the capacity), so the squeeze costs O(1) per insert
+    /// over time.
     fn make_room(&mut self) {
-        if self.ring.len() < self.ring.capacity() || self.stale * 4 < self.ring.len() {
+        let len = self.ring.len();
+        let full = len == self.ring.capacity() && self.stale * 4 >= len;
+        if self.stale == 0 || !(full || len >= 2 * self.capacity) {
             return;
         }
         let old_front = self.front;
