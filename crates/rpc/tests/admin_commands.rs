@@ -126,9 +126,23 @@ async fn peers_lists_the_address_book_with_electrumx_fields() {
 
     // Addresses heard of but never reached, and banned ones, in ElectrumX's words.
     let h = spokes[0].handle();
-    let never: peerpool_core::addr::NetAddr = "10.41.0.1:18444".parse().unwrap();
-    let banned: peerpool_core::addr::NetAddr = "10.42.0.1:18444".parse().unwrap();
-    h.add_addresses(vec![never, banned]).await.unwrap();
+    // The book's buckets are keyed by a random secret: an address may find its slot taken
+    // (the add is refused), so each is added on its own until one lands.
+    let mut added = Vec::new();
+    for net in [41u8, 42] {
+        let landed = async {
+            for host in 1..=20u8 {
+                let a: peerpool_core::addr::NetAddr =
+                    format!("10.{net}.0.{host}:18444").parse().unwrap();
+                if h.add_addresses(vec![a]).await.unwrap() == 1 {
+                    return a;
+                }
+            }
+            panic!("no address of 10.{net}.0.0/24 taken by the book");
+        };
+        added.push(landed.await);
+    }
+    let (never, banned) = (added[0], added[1]);
     h.ban(
         "10.42.0.0/16".parse().unwrap(),
         std::time::Duration::from_secs(600),
@@ -145,11 +159,11 @@ async fn peers_lists_the_address_book_with_electrumx_fields() {
             .unwrap_or_else(|| panic!("{host} in {peers}"))
             .clone()
     };
-    let n = find("10.41.0.1");
+    let n = find(&never.host.to_string());
     assert_eq!(n["status"], "never", "{n}");
     assert_eq!(n["last_good"], Value::Null);
     assert_eq!(n["try_count"], 0);
-    assert_eq!(find("10.42.0.1")["status"], "bad");
+    assert_eq!(find(&banned.host.to_string())["status"], "bad");
 }
 
 #[tokio::test(flavor = "multi_thread")]
