@@ -11,11 +11,6 @@ use std::time::Duration;
 use daemon::{peerpool, run_regtest_to_end, tempdir, Daemon};
 
 /// The RPC address the daemon logged.
-fn rpc_addr(d: &mut Daemon) -> String {
-    let line = d.expect(&["RPC server listening on"], Duration::from_secs(20));
-    line.rsplit(' ').next().unwrap().trim().to_owned()
-}
-
 /// A daemon on loopback with its RPC server on an OS-chosen port.
 fn start_daemon(dir: &Path, extra: &[&str]) -> (Daemon, String, String) {
     let mut args = vec![
@@ -34,7 +29,7 @@ fn start_daemon(dir: &Path, extra: &[&str]) -> (Daemon, String, String) {
     args.extend_from_slice(extra);
     let mut d = Daemon::start(&args);
     let p2p = d.listening(Duration::from_secs(20)).to_string();
-    let rpc = rpc_addr(&mut d);
+    let rpc = d.rpc_addr(Duration::from_secs(20));
     (d, p2p, rpc)
 }
 
@@ -103,18 +98,7 @@ fn python_bitcoinrpc_drives_the_daemon_unchanged() {
 
 /// Runs `peerpool rpc` with `args`; returns (exit code, stdout, stderr).
 fn cli(dir: &Path, rpc: &str, args: &[&str]) -> (i32, String, String) {
-    let out = peerpool()
-        .args(["rpc", "--network", "regtest", "--datadir"])
-        .arg(dir)
-        .args(["--rpc-connect", rpc])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    daemon::rpc_cli(dir, rpc, args)
 }
 
 #[test]

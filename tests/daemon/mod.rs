@@ -101,6 +101,16 @@ impl Daemon {
             .expect("address after 'listening on'")
     }
 
+    /// Where the node RPC listens, from its "RPC server listening on" line.
+    pub fn rpc_addr(&mut self, within: Duration) -> String {
+        let line = self.expect(&["RPC server listening on"], within);
+        line.rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -121,6 +131,23 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `peerpool rpc` on regtest against the node RPC at `rpc`, with the cookie of the
+/// daemon whose data directory is `dir`; returns (exit code, stdout, stderr).
+pub fn rpc_cli(dir: &Path, rpc: &str, args: &[&str]) -> (i32, String, String) {
+    let out = peerpool()
+        .args(["rpc", "--network", "regtest", "--datadir"])
+        .arg(dir)
+        .args(["--rpc-connect", rpc])
+        .args(args)
+        .output()
+        .expect("running peerpool rpc");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Runs `peerpool run` on regtest with `dir` as data directory, listening on loopback with

@@ -23,16 +23,18 @@
 pub mod addr;
 pub mod ban;
 pub mod cost;
+pub mod gossip;
 mod mem;
 pub mod misbehaviour;
 pub mod peer;
 pub mod pool;
 pub mod retry;
+pub mod seed;
 pub mod time;
 
 pub use misbehaviour::Misbehaviour;
 pub use peer::{
-    Direction, DisconnectReason, PeerConfig, PeerEvent, PeerId, PeerMachine, PeerOutput,
-    StatsSnapshot, UserAgent,
+    Direction, DisconnectReason, PeerCommand, PeerConfig, PeerEvent, PeerId, PeerMachine,
+    PeerOutput, StatsSnapshot, UserAgent,
 };
 pub use time::Time;

@@ -1,16 +1,17 @@
 //! The ban manager: subnets as `setban` spells them, the ban list's expiry and matching, the
-//! verdicts of the score keeper, and the serialized list under arbitrary bytes.
+//! verdicts on a peer's score, and the serialized list under arbitrary bytes.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use peerpool_core::addr::{Host, NetAddr};
+use peerpool_core::ban::BanScore;
 use peerpool_core::misbehaviour::Misbehaviour;
 use peerpool_core::pool::banman::{
-    BanEntry, BanList, BanMan, BanReason, Config, DecodeError, Scores, Subnet, SubnetError,
+    verdict, BanEntry, BanList, BanMan, BanReason, Config, DecodeError, Subnet, SubnetError,
     Verdict, DEFAULT_BAN_DURATION, FORMAT_VERSION,
 };
-use peerpool_core::{PeerId, Time};
+use peerpool_core::Time;
 use proptest::prelude::*;
 
 /// The Tor Project's published v3 onion name.
@@ -427,7 +428,7 @@ fn thousands_of_bans_stay_cheap_to_check() {
     assert_eq!(banned, 10_000 + in_ranges + v6_hits);
 }
 
-// ----- Scores and verdicts -----------------------------------------------------------------
+// ----- Verdicts ----------------------------------------------------------------------------
 
 const MALFORMED: Misbehaviour = Misbehaviour::MalformedMessage { command: "tx" };
 const BLOOM: Misbehaviour = Misbehaviour::BloomNotOffered {
@@ -444,101 +445,115 @@ fn defaults_are_cores() {
     assert!(!c.ban_local);
 }
 
+/// One connection as its misbehaviour is judged: the peer machine keeps the only score and
+/// reports it with each offence; [`verdict`] turns the two into what to do.
+struct Offender {
+    config: Config,
+    score: BanScore,
+    exempt: bool,
+}
+
+impl Offender {
+    fn new(config: Config, exempt: bool) -> Offender {
+        Offender {
+            config,
+            score: BanScore::default(),
+            exempt,
+        }
+    }
+
+    fn record(&mut self, what: Misbehaviour, now: Time) -> Verdict {
+        let score = self.score.increase(now, 0, what.score());
+        verdict(&self.config, what, score, self.exempt)
+    }
+}
+
 #[test]
 fn a_burst_warns_at_half_and_bans_at_the_threshold() {
-    let mut scores = Scores::new(Config::default());
-    let p = PeerId(1);
+    let mut peer = Offender::new(Config::default(), false);
     let verdicts: Vec<Verdict> = (0..10)
-        .map(|i| scores.record(p, MALFORMED, false, T0 + Duration::from_millis(i * 50)))
+        .map(|i| peer.record(MALFORMED, T0 + Duration::from_millis(i * 50)))
         .collect();
     let mut expected = vec![Verdict::None; 4];
     expected.extend([Verdict::Warn; 5]);
-    let ban_at = T0 + Duration::from_millis(450);
-    expected.push(Verdict::Ban(ban_at + DEFAULT_BAN_DURATION));
+    expected.push(Verdict::Ban);
     assert_eq!(verdicts, expected);
-    assert_eq!(
-        scores.score(&p, ban_at),
-        0,
-        "a banned peer's score is dropped"
-    );
-    assert!(scores.is_empty());
 }
 
 #[test]
 fn slips_spread_out_decay_and_never_ban() {
-    let mut scores = Scores::new(Config::default());
-    let p = PeerId(1);
+    let mut peer = Offender::new(Config::default(), false);
     for i in 0..200 {
-        let v = scores.record(p, MALFORMED, false, at(i * 120));
+        let v = peer.record(MALFORMED, at(i * 120));
         assert_eq!(v, Verdict::None, "slip {i}");
     }
-    assert!(scores.score(&p, at(200 * 120)) < 50);
+    assert!(peer.score.value(at(200 * 120)) < 50);
 }
 
 #[test]
 fn noban_peers_are_warned_never_banned() {
-    let mut scores = Scores::new(Config::default());
-    let p = PeerId(7);
+    let mut peer = Offender::new(Config::default(), true);
     for i in 0..30 {
-        let v = scores.record(p, MALFORMED, true, at(0));
+        let v = peer.record(MALFORMED, at(0));
         assert!(matches!(v, Verdict::None | Verdict::Warn), "{i}: {v:?}");
     }
     assert!(
-        scores.score(&p, at(0)) >= 100,
+        peer.score.value(at(0)) >= 100,
         "the score is still kept for the logs"
     );
 }
 
 #[test]
 fn incompatibility_disconnects_without_score_or_ban() {
-    let mut scores = Scores::new(Config::default());
-    let p = PeerId(3);
-    assert_eq!(scores.record(p, BLOOM, false, at(0)), Verdict::Disconnect);
-    assert_eq!(scores.record(p, BLOOM, true, at(0)), Verdict::Disconnect);
-    assert_eq!(scores.score(&p, at(0)), 0);
-    assert!(scores.is_empty(), "nothing kept for a zero score");
+    let mut peer = Offender::new(Config::default(), false);
+    assert_eq!(peer.record(BLOOM, at(0)), Verdict::Disconnect);
+    let mut noban = Offender::new(Config::default(), true);
+    assert_eq!(noban.record(BLOOM, at(0)), Verdict::Disconnect);
+    assert_eq!(peer.score.value(at(0)), 0, "nothing scored for it");
     // Zero-score, non-disconnecting misbehaviour changes nothing.
     let unsolicited = Misbehaviour::UnsolicitedMessage { command: "pong" };
-    assert_eq!(scores.record(p, unsolicited, false, at(0)), Verdict::None);
+    assert_eq!(peer.record(unsolicited, at(0)), Verdict::None);
     // A peer already high that sends a zero-score message is not warned again for it.
     for _ in 0..6 {
-        scores.record(p, MALFORMED, false, at(0));
+        peer.record(MALFORMED, at(0));
     }
-    assert_eq!(scores.record(p, unsolicited, false, at(0)), Verdict::None);
-    assert_eq!(scores.record(p, BLOOM, false, at(0)), Verdict::Disconnect);
+    assert_eq!(peer.record(unsolicited, at(0)), Verdict::None);
+    assert_eq!(peer.record(BLOOM, at(0)), Verdict::Disconnect);
 }
 
 #[test]
-fn peers_are_scored_apart_and_forgotten() {
-    let mut scores = Scores::new(Config {
+fn peers_are_scored_apart_and_a_new_connection_starts_clean() {
+    let config = Config {
         threshold: 20,
         warning: 15,
         ..Config::default()
-    });
-    let (a, b) = (PeerId(1), PeerId(2));
-    assert_eq!(scores.record(a, MALFORMED, false, at(0)), Verdict::None);
-    assert_eq!(scores.record(b, MALFORMED, false, at(0)), Verdict::None);
-    assert_eq!(scores.len(), 2);
-    scores.forget(&a);
-    assert_eq!(scores.score(&a, at(0)), 0);
-    assert_eq!(scores.record(a, MALFORMED, false, at(0)), Verdict::None);
-    assert_eq!(
-        scores.record(b, MALFORMED, false, at(0)),
-        Verdict::Ban(at(0) + DEFAULT_BAN_DURATION)
+    };
+    let (mut a, mut b) = (
+        Offender::new(config.clone(), false),
+        Offender::new(config.clone(), false),
     );
+    assert_eq!(a.record(MALFORMED, at(0)), Verdict::None);
+    assert_eq!(b.record(MALFORMED, at(0)), Verdict::None);
+    // `a` reconnects: its new connection's machine has a score of its own.
+    a = Offender::new(config, false);
+    assert_eq!(a.score.value(at(0)), 0);
+    assert_eq!(a.record(MALFORMED, at(0)), Verdict::None);
+    assert_eq!(b.record(MALFORMED, at(0)), Verdict::Ban);
 }
 
 #[test]
 fn the_ban_manager_bans_the_address_of_a_misbehaving_peer() {
-    let mut bm: BanMan = BanMan::new(Config::default());
+    let mut bm = BanMan::new(Config::default());
     let a = addr("8.8.4.4:8333");
     let over = Misbehaviour::OversizedAddr { count: 5_000 };
+    let mut peer = Offender::new(Config::default(), false);
     let mut last = Verdict::None;
     for _ in 0..5 {
-        last = bm.misbehaving(PeerId(1), &a, over, false, at(0));
+        last = peer.record(over, at(0));
     }
+    assert_eq!(last, Verdict::Ban);
     let until = at(0) + DEFAULT_BAN_DURATION;
-    assert_eq!(last, Verdict::Ban(until));
+    assert_eq!(bm.ban_misbehaving(&a, at(0)), Some(until));
     assert!(bm.is_banned(&addr("8.8.4.4:1"), at(1)));
     let e = *bm.bans().get(&subnet("8.8.4.4")).unwrap();
     assert_eq!(e.reason, BanReason::Misbehaviour);
@@ -550,29 +565,23 @@ fn the_ban_manager_bans_the_address_of_a_misbehaving_peer() {
 
 #[test]
 fn loopback_peers_are_disconnected_not_banned_unless_configured() {
-    let over = Misbehaviour::OversizedHeaders { count: 9_999 };
     let local = addr("127.0.0.1:18444");
-    let mut bm: BanMan = BanMan::new(Config::default());
-    let verdicts: Vec<Verdict> = (0..5)
-        .map(|_| bm.misbehaving(PeerId(1), &local, over, false, at(0)))
-        .collect();
-    assert_eq!(verdicts.last(), Some(&Verdict::Disconnect));
+    let mut bm = BanMan::new(Config::default());
+    assert_eq!(bm.ban_misbehaving(&local, at(0)), None);
     assert!(bm.bans().is_empty());
 
-    let mut test_net: BanMan = BanMan::new(Config {
+    let mut test_net = BanMan::new(Config {
         ban_local: true,
         ..Config::default()
     });
-    for _ in 0..5 {
-        test_net.misbehaving(PeerId(1), &local, over, false, at(0));
-    }
+    assert!(test_net.ban_misbehaving(&local, at(0)).is_some());
     assert!(test_net.is_banned(&local, at(0)));
     assert!(!test_net.is_banned(&addr("127.0.0.2:18444"), at(0)));
     // Manual bans go through the list.
     test_net
         .bans_mut()
         .ban(subnet("10.0.0.0/8"), at(10), BanReason::Manual, at(0));
-    assert!(test_net.is_banned(&addr("10.1.2.3:1"), at(0)));
+    assert!(test_net.is_banned(&addr("10.1.2.3:1"), at(10 - 1)));
 }
 
 // ----- Serialization -----------------------------------------------------------------------

@@ -123,14 +123,23 @@ fn both_sides_report_the_completed_handshake_with_the_peers_version() {
     assert_eq!(a_saw.start_height, 810_000);
     assert_eq!(b_saw.start_height, 800_000);
 
-    // B learned A's nonce as soon as A's version arrived, before anything else.
+    // Each side announced its own nonce before its version went out (A first thing, B once
+    // A's version was in), and learned the other's as soon as its version arrived, before
+    // anything else.
+    let (a_nonce, b_nonce) = (h.m(A).nonce(), h.m(B).nonce());
     assert!(matches!(
-        h.events(B).first(),
-        Some(PeerEvent::VersionReceived { nonce }) if *nonce == h.m(A).nonce()
+        h.events(A)[..2],
+        [
+            PeerEvent::VersionSent { nonce: sent },
+            PeerEvent::VersionReceived { nonce: got },
+        ] if sent == a_nonce && got == b_nonce
     ));
     assert!(matches!(
-        h.events(A).first(),
-        Some(PeerEvent::VersionReceived { nonce }) if *nonce == h.m(B).nonce()
+        h.events(B)[..2],
+        [
+            PeerEvent::VersionReceived { nonce: got },
+            PeerEvent::VersionSent { nonce: sent },
+        ] if sent == b_nonce && got == a_nonce
     ));
     // The feature messages of each side were seen by the other.
     let stats = h.m(A).stats(h.now());

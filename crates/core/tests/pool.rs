@@ -7,113 +7,24 @@ use std::time::Duration;
 use bitcoin::p2p::ServiceFlags;
 use peerpool_core::addr::NetAddr;
 use peerpool_core::pool::addrman::{self, AddrMan, GoodOutcome, Placement};
-use peerpool_core::pool::banman::BanList;
 use peerpool_core::pool::connman::{ConnKind, ReqId, OUTBOUND_DIAL_INTERVAL};
 use peerpool_core::pool::machine::{
     Config, Timer, Useful, COLLISION_CHECK_INTERVAL, LOCAL_ADDR_INTERVAL, RESEED_DELAY,
     RESEED_INTERVAL,
 };
 use peerpool_core::pool::{Output, PoolMachine};
-use peerpool_core::{DisconnectReason, PeerId, Time};
+use peerpool_core::{DisconnectReason, PeerCommand, PeerEvent, PeerId, Time};
 
-const T0: Time = Time::from_secs(1_700_000_000);
-const SECRET: [u8; 16] = [9; 16];
+mod support;
+
+use support::pool::{PoolHarness as Harness, SECRET, START as T0};
+
 const SEC: Duration = Duration::from_secs(1);
 const MIN: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn a(s: &str) -> NetAddr {
     s.parse().unwrap()
-}
-
-/// A pool and a clock; runs the machine as the runtime does (drain, sleep until the deadline).
-struct Harness {
-    pool: PoolMachine,
-    now: Time,
-    outputs: Vec<(Time, Output)>,
-}
-
-impl Harness {
-    fn new(config: Config) -> Harness {
-        Harness::with_book(
-            config,
-            AddrMan::new(addrman::Config::default(), SECRET, rng()),
-        )
-    }
-
-    fn with_book(config: Config, book: AddrMan) -> Harness {
-        let pool = PoolMachine::with_state(config, book, BanList::new(), 5, T0);
-        let mut h = Harness {
-            pool,
-            now: T0,
-            outputs: Vec::new(),
-        };
-        h.drain();
-        h
-    }
-
-    fn drain(&mut self) {
-        while let Some(o) = self.pool.poll_output() {
-            self.outputs.push((self.now, o));
-        }
-    }
-
-    /// Lets `d` pass, handling every deadline on the way at its own time.
-    fn elapse(&mut self, d: Duration) {
-        let end = self.now + d;
-        while let Some(t) = self.pool.poll_timeout().filter(|t| *t <= end) {
-            self.now = self.now.max(t);
-            self.pool.handle_timeout(self.now);
-            self.drain();
-        }
-        self.now = end;
-    }
-
-    /// Runs until the first dial of `kind` (within `limit`), taking it out of the outputs.
-    fn next_dial(&mut self, kind: ConnKind, limit: Duration) -> Option<(ReqId, NetAddr)> {
-        let end = self.now + limit;
-        loop {
-            let found = self
-                .outputs
-                .iter()
-                .position(|(_, o)| matches!(o, Output::Dial { kind: k, .. } if *k == kind));
-            if let Some(i) = found {
-                let (_, Output::Dial { req, addr, .. }) = self.outputs.remove(i) else {
-                    unreachable!()
-                };
-                return Some((req, addr));
-            }
-            let t = self.pool.poll_timeout().filter(|t| *t <= end)?;
-            self.now = self.now.max(t);
-            self.pool.handle_timeout(self.now);
-            self.drain();
-        }
-    }
-
-    fn take(&mut self) -> Vec<(Time, Output)> {
-        std::mem::take(&mut self.outputs)
-    }
-
-    /// `addnode`s `addr` and completes the connection.
-    fn manual(&mut self, peer: u64, addr: &str) {
-        self.pool.add_node(self.now, a(addr)).unwrap();
-        let (req, _) = self
-            .next_dial(ConnKind::Manual, SEC)
-            .expect("the manual dial");
-        self.pool.handle_dial_succeeded(self.now, req, PeerId(peer));
-        self.pool
-            .handle_handshake(self.now, PeerId(peer), ServiceFlags::NETWORK);
-        self.drain();
-    }
-
-    fn inbound(&mut self, peer: u64, addr: &str) {
-        self.pool
-            .handle_inbound(self.now, PeerId(peer), a(addr))
-            .unwrap();
-        self.pool
-            .handle_handshake(self.now, PeerId(peer), ServiceFlags::NETWORK);
-        self.drain();
-    }
 }
 
 fn rng() -> fastrand::Rng {
@@ -154,9 +65,8 @@ fn outbound_slots_fill_one_dial_per_half_second_and_failures_wait_for_the_pace()
     assert_eq!(at, vec![0, 500, 1000, 1500, 2000, 2500, 3000, 3500]);
     // Every dial is refused at once: replacements still go out one per 500 ms.
     for (_, req) in &dials {
-        h.pool.handle_dial_failed(h.now, *req);
+        h.dial_fails(*req);
     }
-    h.drain();
     let start = h.now;
     let mut times = Vec::new();
     for _ in 0..6 {
@@ -164,8 +74,7 @@ fn outbound_slots_fill_one_dial_per_half_second_and_failures_wait_for_the_pace()
             .next_dial(ConnKind::Outbound, 5 * SEC)
             .expect("a replacement");
         times.push(h.now.since(start).as_millis());
-        h.pool.handle_dial_failed(h.now, req);
-        h.drain();
+        h.dial_fails(req);
     }
     assert_eq!(times, vec![0, 500, 1000, 1500, 2000, 2500]);
     assert_eq!(
@@ -230,15 +139,9 @@ fn a_feeler_tests_the_incumbent_first_and_an_answer_keeps_it() {
         addr, old,
         "the collision's incumbent is tested before anything new"
     );
-    h.pool.handle_dial_succeeded(h.now, req, PeerId(1));
-    h.pool
-        .handle_handshake(h.now, PeerId(1), ServiceFlags::NETWORK);
-    h.drain();
-    assert!(h.take().iter().any(|(_, o)| *o
-        == Output::Disconnect {
-            peer: PeerId(1),
-            reason: DisconnectReason::Requested
-        }));
+    let feeler = h.dial_succeeds(req);
+    h.handshake(feeler);
+    h.expect_disconnect(feeler, DisconnectReason::Requested);
     // It answered: it keeps its slot, the newcomer stays in new and stops waiting.
     assert_eq!(h.pool.addrman().tried_collisions().count(), 0);
     assert_eq!(placement(&h, &old), Placement::Tried);
@@ -252,9 +155,7 @@ fn a_failed_feeler_to_the_incumbent_lets_the_newcomer_in_after_the_grace_minute(
     let mut h = Harness::with_book(feeler_config(), book);
     let (req, addr) = h.next_dial(ConnKind::Feeler, 30 * MIN).expect("a feeler");
     assert_eq!(addr, old);
-    let failed_at = h.now;
-    h.pool.handle_dial_failed(failed_at, req);
-    h.drain();
+    h.dial_fails(req);
     // Within the minute the book gives an attempt, nothing changes.
     h.elapse(59 * SEC);
     assert_eq!(
@@ -299,7 +200,7 @@ fn a_connected_incumbent_is_marked_good_instead_of_dialed_again() {
     let mut h = Harness::with_book(feeler_config(), book);
     // We are connected to the incumbent's IP (a manual peer on another port).
     let other_port = format!("{}:18555", old.host);
-    h.manual(1, &other_port);
+    h.join_manual(&other_port);
     h.take();
     if let Some((_, addr)) = h.next_dial(ConnKind::Feeler, 30 * MIN) {
         assert_ne!(addr.host, old.host, "no second connection to the incumbent");
@@ -316,7 +217,7 @@ fn a_connected_incumbent_is_marked_good_instead_of_dialed_again() {
 #[test]
 fn no_automatic_dial_to_an_ip_already_connected_on_another_port() {
     let mut h = Harness::new(quiet());
-    h.manual(1, "30.2.0.1:18444");
+    h.join_manual("30.2.0.1:18444");
     h.pool.add_addresses(
         T0,
         &[(a("30.2.0.1:8333"), ServiceFlags::NETWORK, T0)],
@@ -331,7 +232,7 @@ fn no_automatic_dial_to_an_ip_already_connected_on_another_port() {
     );
     // An inbound peer's IP does not count (its port is ephemeral): its listening address is
     // dialed.
-    h.inbound(2, "40.2.0.1:50123");
+    h.join_inbound("40.2.0.1:50123");
     h.pool.add_addresses(
         h.now,
         &[(a("40.2.0.1:8333"), ServiceFlags::NETWORK, h.now)],
@@ -367,14 +268,10 @@ fn our_announcements(outputs: &[(Time, Output)], peer: PeerId, me: NetAddr) -> V
     outputs
         .iter()
         .filter_map(|(t, o)| match o {
-            Output::SendAddrs { peer: to, addrs }
-                if *to == peer
-                    && addrs
-                        .iter()
-                        .any(|m| NetAddr::from_addrv2(&m.addr, m.port) == Some(me)) =>
-            {
-                Some(*t)
-            }
+            Output::Peer {
+                peer: to,
+                command: PeerCommand::SendAddrs(addrs),
+            } if *to == peer && addrs.iter().any(|m| m.addr == me) => Some(*t),
             _ => None,
         })
         .collect()
@@ -389,9 +286,9 @@ fn our_address_is_announced_again_on_a_per_peer_timer() {
     config.advertise = vec![me];
     config.local_addr_interval = MIN;
     let mut h = Harness::new(config);
-    h.inbound(1, "60.1.1.1:40000");
+    let peer = h.join_inbound("60.1.1.1:40000");
     h.elapse(30 * MIN);
-    let times = our_announcements(&h.take(), PeerId(1), me);
+    let times = our_announcements(&h.take(), peer, me);
     assert_eq!(times[0], T0, "right after the handshake");
     // Mean one a minute over 30 minutes: around 30.
     assert!(
@@ -401,11 +298,10 @@ fn our_address_is_announced_again_on_a_per_peer_timer() {
     );
     assert!(times.windows(2).all(|w| w[1] > w[0]));
     // Gone peers are not announced to.
-    h.pool
-        .handle_disconnected(h.now, PeerId(1), DisconnectReason::RemoteClosed);
-    assert_eq!(h.pool.timer(Timer::LocalAddr(PeerId(1))), None);
+    h.disconnected(peer, DisconnectReason::RemoteClosed);
+    assert_eq!(h.pool.timer(Timer::LocalAddr(peer)), None);
     h.elapse(30 * MIN);
-    assert!(our_announcements(&h.take(), PeerId(1), me).is_empty());
+    assert!(our_announcements(&h.take(), peer, me).is_empty());
 }
 
 #[test]
@@ -414,8 +310,8 @@ fn the_default_interval_announces_about_once_a_day() {
     let mut config = quiet();
     config.advertise = vec![me];
     let mut h = Harness::new(config);
-    h.inbound(1, "60.1.1.1:40000");
-    let next = h.pool.timer(Timer::LocalAddr(PeerId(1))).unwrap();
+    let peer = h.join_inbound("60.1.1.1:40000");
+    let next = h.pool.timer(Timer::LocalAddr(peer)).unwrap();
     // An exponential draw of mean 24 h: at least a second, at most ten means away.
     assert!(next >= T0 + SEC && next <= T0 + 240 * HOUR, "{next:?}");
 }
@@ -504,7 +400,11 @@ fn victim(mark: impl FnOnce(&mut PoolMachine, Time)) -> PeerId {
         let t = T0 + Duration::from_secs(i);
         let addr = a(&format!("{}.{}.0.1:40000", 11 + i, i));
         p.handle_inbound(t, PeerId(i), addr).unwrap();
-        p.handle_handshake(t, PeerId(i), ServiceFlags::NETWORK);
+        let joined = PeerEvent::HandshakeCompleted {
+            version: support::pool::version_of(ServiceFlags::NETWORK),
+            negotiated_version: 70016,
+        };
+        p.handle_peer_event(t, PeerId(i), &joined);
     }
     let now = T0 + MIN;
     mark(&mut p, now);
@@ -512,9 +412,9 @@ fn victim(mark: impl FnOnce(&mut PoolMachine, Time)) -> PeerId {
     p.handle_inbound(now, PeerId(100), a("200.1.0.1:40000"))
         .unwrap();
     let evicted = std::iter::from_fn(|| p.poll_output()).find_map(|o| match o {
-        Output::Disconnect {
+        Output::Peer {
             peer,
-            reason: DisconnectReason::Evicted,
+            command: PeerCommand::Disconnect(DisconnectReason::Evicted),
         } => Some(peer),
         _ => None,
     });

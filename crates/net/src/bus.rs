@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex};
 use bitcoin::p2p::message::NetworkMessage;
 use bitcoin::p2p::ServiceFlags;
 use peerpool_core::peer::{Direction, DisconnectReason, PeerId};
+use peerpool_core::pool::banman::{BanReason, Subnet};
+use peerpool_core::Time;
 use peerpool_wire::MessageKind;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -61,12 +63,12 @@ pub enum PoolEvent {
     },
     /// An address or subnet was banned.
     Banned {
-        /// The subnet, in Bitcoin Core's notation.
-        subnet: String,
-        /// Until when, seconds since the UNIX epoch.
-        until: u64,
+        /// The subnet (it displays in Bitcoin Core's notation).
+        subnet: Subnet,
+        /// Until when.
+        until: Time,
         /// Why.
-        reason: String,
+        reason: BanReason,
     },
     /// An inbound peer was evicted to make room for a new one.
     Evicted {

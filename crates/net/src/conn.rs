@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use peerpool_core::cost::Cost;
 use peerpool_core::peer::{DisconnectReason, PeerEvent, PeerOutput, SendToken};
+use peerpool_core::pool::PoolMachine;
 use peerpool_core::Time;
 use peerpool_wire::frame::{Frame, FrameDecoder, HEADER_LEN};
 use peerpool_wire::message::{command_of, encode_message};
@@ -15,6 +16,7 @@ use peerpool_wire::{Command, MessageKind};
 use tokio::net::TcpStream;
 use tracing::{debug, info, trace};
 
+use crate::bus::PeerMessage;
 use crate::clock;
 use crate::peer::{lock_nonces, Peer, Slot};
 
@@ -68,6 +70,19 @@ struct Conn {
     last_active: tokio::time::Instant,
     /// Whether the send queues may hold spare capacity (cleared when they are shrunk).
     spare: bool,
+    /// An event for the owning pool that found the peer's backlog full: the task is paused
+    /// (nothing read, no further output carried out) until the pool takes it.
+    pending: Option<PeerEvent>,
+}
+
+/// What a drain of the machine's outputs came to.
+enum Drained {
+    /// Everything carried out.
+    Done,
+    /// Stopped at an event the pool has no room for yet (see [`Conn::pending`]).
+    Paused,
+    /// The machine decided to close.
+    Closed(DisconnectReason),
 }
 
 /// Marks the peer finished if its task ends without doing so itself, which only happens when a
@@ -104,8 +119,10 @@ pub(crate) async fn run(peer: Peer, stream: TcpStream) {
         held: None,
         last_active: tokio::time::Instant::now(),
         spare: false,
+        pending: None,
     };
     let reason = conn.drive().await;
+    conn.report_remaining();
     // Best effort: whatever was queued before the decision to disconnect.
     let _ = conn.try_write();
     let stats = match &*conn.peer.lock() {
@@ -129,9 +146,14 @@ impl Conn {
         let mut armed = None;
         let mut shrink_armed = None;
         loop {
-            if let Some(reason) = self.drain() {
-                return reason;
-            }
+            let paused = match self.resend() {
+                false => true,
+                true => match self.drain() {
+                    Drained::Done => false,
+                    Drained::Paused => true,
+                    Drained::Closed(reason) => return reason,
+                },
+            };
             if let Err(e) = self.try_write() {
                 self.disconnect(DisconnectReason::Io(e.to_string()));
                 continue;
@@ -179,8 +201,10 @@ impl Conn {
             tokio::select! {
                 biased;
                 _ = self.peer.inner.wake.notified() => {}
-                () = tokio::time::sleep_until(resume), if resume_at.is_some() => self.resume(),
-                r = self.stream.readable(), if resume_at.is_none() => {
+                () = tokio::time::sleep_until(resume), if resume_at.is_some() && !paused => {
+                    self.resume();
+                }
+                r = self.stream.readable(), if resume_at.is_none() && !paused => {
                     if let Err(reason) = r.map_err(io_reason).and_then(|()| self.read()) {
                         self.disconnect(reason);
                     }
@@ -345,8 +369,8 @@ impl Conn {
 
     fn handle_frame(&mut self, now: Time, frame: Frame) {
         let listeners = &self.peer.inner.config.listeners;
+        let pool = self.peer.inner.pool.as_deref();
         let wire_len = frame.wire_len();
-        let kind = MessageKind::from_command(frame.command.as_str());
         debug!(command = %frame.command, bytes = wire_len, "recv");
         if self.peer.inner.session.logged.load(Ordering::Relaxed) {
             info!(session = %self.peer.inner.id, command = %frame.command, bytes = wire_len, "message received");
@@ -357,14 +381,9 @@ impl Conn {
             trace!("recv {}:\n{}", frame.command, hexdump(&frame.payload));
         }
         if let Slot::Running(r) = &mut *self.peer.lock() {
-            r.machine.handle_frame_of_kind(
-                now,
-                kind,
-                frame.command,
-                &frame.payload,
-                wire_len,
-                listeners.wants(kind),
-            );
+            r.machine.handle_frame(now, &frame, |kind| {
+                listeners.wants(kind) || pool.is_some_and(|p| p.wants(kind))
+            });
         }
         if let Some(f) = &listeners.on_read {
             f(&self.peer, wire_len, frame.command);
@@ -372,9 +391,8 @@ impl Conn {
     }
 
     /// Carries out the machine's outputs: sends are encoded into the write buffer under the
-    /// lock, events are dispatched to listeners without it. Returns the disconnect reason once
-    /// the machine decides to close.
-    fn drain(&mut self) -> Option<DisconnectReason> {
+    /// lock, events are dispatched to listeners (and the owning pool) without it.
+    fn drain(&mut self) -> Drained {
         let magic = self.peer.inner.config.peer.chain.magic;
         let hooks = self.peer.inner.config.listeners.on_write.is_some();
         let logged = self.peer.inner.session.logged.load(Ordering::Relaxed);
@@ -385,7 +403,7 @@ impl Conn {
             let next = {
                 let mut slot = self.peer.lock();
                 let Slot::Running(r) = &mut *slot else {
-                    return Some(DisconnectReason::Requested);
+                    return Drained::Closed(DisconnectReason::Requested);
                 };
                 let next = loop {
                     match r.machine.poll_output() {
@@ -427,23 +445,39 @@ impl Conn {
                 }
             }
             match next {
-                None => return None,
-                Some(PeerOutput::Disconnect(reason)) => return Some(reason),
+                None => return Drained::Done,
+                Some(PeerOutput::Disconnect(reason)) => return Drained::Closed(reason),
                 Some(PeerOutput::Event(e)) => {
                     // The output queue held it: it may have grown.
                     self.spare = true;
-                    self.dispatch(e);
+                    if let Some(e) = self.dispatch(e) {
+                        self.pending = Some(e);
+                        if !self.resend() {
+                            return Drained::Paused;
+                        }
+                    }
                 }
                 Some(PeerOutput::Send { .. }) => {}
             }
         }
     }
 
-    fn dispatch(&mut self, event: PeerEvent) {
-        let listeners = &self.peer.inner.config.listeners;
-        match event {
+    /// Hands an event to the user's listeners (and, for a pool's peer, publishes a received
+    /// message on the pool's bus). Returns it if the owning pool is to get it too.
+    fn dispatch(&mut self, event: PeerEvent) -> Option<PeerEvent> {
+        // Owned handles: the cost charge below borrows the whole task.
+        let peer = self.peer.clone();
+        let listeners = &peer.inner.config.listeners;
+        let pool = peer.inner.pool.as_deref();
+        match &event {
+            PeerEvent::VersionSent { .. } => {}
             PeerEvent::VersionReceived { nonce } => {
-                if self.peer.inbound() && lock_nonces(&self.peer.inner.config).contains(nonce) {
+                // A pool catches connections to itself (it knows its peers' nonces); a peer
+                // on its own checks the nonces of the peers sharing its configuration.
+                if pool.is_none()
+                    && peer.inbound()
+                    && lock_nonces(&peer.inner.config).contains(*nonce)
+                {
                     debug!("version nonce is ours: connected to self");
                     self.disconnect(DisconnectReason::SelfConnection);
                 }
@@ -458,38 +492,84 @@ impl Conn {
                     "handshake complete"
                 );
                 for f in &listeners.on_handshake {
-                    f(&self.peer, &version);
+                    f(&peer, version);
                 }
             }
             PeerEvent::MessageReceived { kind, message } => {
-                if let Some(m) = message {
-                    listeners.dispatch(&self.peer, kind, &m);
+                let Some(m) = message else { return None };
+                listeners.dispatch(&peer, *kind, m);
+                if let Some(pool) = pool.filter(|p| p.bus.wants(*kind)) {
+                    pool.bus.publish_message(PeerMessage {
+                        peer: peer.inner.id,
+                        addr: peer
+                            .addr()
+                            .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+                        kind: *kind,
+                        message: std::sync::Arc::new(m.clone()),
+                    });
+                }
+                if !PoolMachine::wants_decoded(*kind) {
+                    return None;
                 }
             }
             PeerEvent::PingCompleted { rtt_micros } => {
                 for f in &listeners.on_ping_rtt {
-                    f(&self.peer, rtt_micros);
+                    f(&peer, *rtt_micros);
                 }
             }
             PeerEvent::Misbehaved { what, score } => {
                 debug!(score, "misbehaviour: {what}");
-                self.peer
-                    .inner
-                    .session
-                    .errors
-                    .fetch_add(1, Ordering::Relaxed);
-                let units = self
-                    .peer
-                    .inner
-                    .config
-                    .cost
-                    .units_of_misbehaviour(what.score());
+                peer.inner.session.errors.fetch_add(1, Ordering::Relaxed);
+                let units = peer.inner.config.cost.units_of_misbehaviour(what.score());
                 for f in &listeners.on_misbehaviour {
-                    f(&self.peer, &what, score);
+                    f(&peer, what, *score);
                 }
-                // The reports go out first: the pool's ban manager weighs the misbehaviour even
-                // if its cost ends the connection.
+                // The report goes out first: the pool judges the misbehaviour even if its cost
+                // ends the connection.
                 let _ = self.charge(clock::now(), units);
+            }
+        }
+        pool.map(|_| event)
+    }
+
+    /// Offers the pending event to the owning pool; whether the task may go on (nothing was
+    /// pending, or the pool took it).
+    fn resend(&mut self) -> bool {
+        let Some(pool) = self.peer.inner.pool.as_deref() else {
+            return true;
+        };
+        let backlog = &self.peer.inner.session.pool_backlog;
+        let free = pool.offer(self.peer.inner.id, backlog, &mut self.pending);
+        if !free {
+            trace!("pool busy: connection paused");
+        }
+        free
+    }
+
+    /// The connection is over: whatever its machine reported that the pool has not heard yet
+    /// goes to the pool now, past the backlog's limit (a finishing connection has few left,
+    /// and a misbehaviour among them must not be lost).
+    fn report_remaining(&mut self) {
+        let Some(pool) = self.peer.inner.pool.clone() else {
+            return;
+        };
+        let id = self.peer.inner.id;
+        if let Some(event) = self.pending.take() {
+            pool.report_last(id, &self.peer.inner.session.pool_backlog, event);
+        }
+        loop {
+            let next = match &mut *self.peer.lock() {
+                Slot::Running(r) => r.machine.poll_output(),
+                _ => None,
+            };
+            match next {
+                Some(PeerOutput::Event(e)) => {
+                    if let Some(e) = self.dispatch(e) {
+                        pool.report_last(id, &self.peer.inner.session.pool_backlog, e);
+                    }
+                }
+                Some(PeerOutput::Send { .. }) => {}
+                Some(PeerOutput::Disconnect(_)) | None => break,
             }
         }
     }

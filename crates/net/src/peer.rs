@@ -13,7 +13,8 @@ use bitcoin::p2p::message_network::RejectReason;
 use bitcoin::p2p::ServiceFlags;
 use bitcoin::BlockHash;
 use peerpool_core::peer::{
-    ConnectionAddrs, Direction, DisconnectReason, PeerId, PeerMachine, SendToken, StatsSnapshot,
+    ConnectionAddrs, Direction, DisconnectReason, PeerCommand, PeerId, PeerMachine, SendToken,
+    StatsSnapshot,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
@@ -24,6 +25,7 @@ use peerpool_core::Time;
 
 use crate::clock;
 use crate::config::Config;
+use crate::pool::link::PoolLink;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -63,6 +65,9 @@ pub(crate) struct Inner {
     pub(crate) finished: Notify,
     /// A count of live peers (an accept loop's) to decrement when this one finishes.
     pub(crate) live: Option<Arc<AtomicUsize>>,
+    /// The pool that owns the peer, if one does: what its machine reports goes there (see
+    /// [`crate::pool::link`]), and the pool, not the peer, catches connections to ourselves.
+    pub(crate) pool: Option<Arc<PoolLink>>,
     /// What the connection task and its owners share without taking the lock.
     pub(crate) session: Session,
 }
@@ -84,6 +89,8 @@ pub(crate) struct Session {
     /// The part of its network group's cost charged to the session (`f64` bits), written by
     /// the pool's driver.
     pub(crate) group_share_bits: AtomicU64,
+    /// Events sent to the owning pool's driver and not handled yet.
+    pub(crate) pool_backlog: AtomicU32,
 }
 
 impl Session {
@@ -140,19 +147,34 @@ impl Peer {
     }
 
     fn new(config: Arc<Config>, direction: Direction) -> Peer {
-        Peer::with_counter(config, direction, None)
+        Peer::with_owner(config, direction, None, None)
     }
 
     /// An inbound peer that decrements `live` when it finishes (used by accept loops to count
     /// connections without a task per peer).
     pub(crate) fn new_inbound_counted(config: Arc<Config>, live: Arc<AtomicUsize>) -> Peer {
-        Peer::with_counter(config, Direction::Inbound, Some(live))
+        Peer::with_owner(config, Direction::Inbound, Some(live), None)
     }
 
-    fn with_counter(
+    /// A peer owned by a pool, reporting to it through `link`; outbound ones to `addr`.
+    pub(crate) fn for_pool(
+        config: Arc<Config>,
+        direction: Direction,
+        addr: Option<SocketAddr>,
+        link: Arc<PoolLink>,
+    ) -> Peer {
+        let p = Peer::with_owner(config, direction, None, Some(link));
+        if let Some(addr) = addr {
+            let _ = p.inner.addr.set(addr);
+        }
+        p
+    }
+
+    fn with_owner(
         config: Arc<Config>,
         direction: Direction,
         live: Option<Arc<AtomicUsize>>,
+        pool: Option<Arc<PoolLink>>,
     ) -> Peer {
         Peer {
             inner: Arc::new(Inner {
@@ -164,6 +186,7 @@ impl Peer {
                 wake: Notify::new(),
                 finished: Notify::new(),
                 live,
+                pool,
                 session: Session::default(),
             }),
         }
@@ -199,7 +222,7 @@ impl Peer {
                 start_height,
                 fastrand::u64(..),
             );
-            if self.inner.direction == Direction::Outbound {
+            if self.inner.direction == Direction::Outbound && self.inner.pool.is_none() {
                 lock_nonces(config).insert(machine.nonce());
             }
             *slot = Slot::Running(Box::new(Running {
@@ -480,6 +503,22 @@ impl Peer {
         self.inner.session.set_group_share(share);
     }
 
+    /// Hands a command to the peer's machine ([`PeerMachine::handle_command`]): what a pool
+    /// asks of its peers (send a message, announce addresses, disconnect). A disconnect of a
+    /// peer that never got a connection finishes it at once.
+    pub fn handle_command(&self, command: PeerCommand) {
+        if let PeerCommand::Disconnect(reason) = command {
+            self.disconnect_with(reason);
+            return;
+        }
+        if self
+            .with_machine(|m| m.handle_command(clock::now(), command))
+            .is_some()
+        {
+            self.inner.wake.notify_one();
+        }
+    }
+
     /// Closes the connection. Safe to call at any time, any number of times.
     pub fn disconnect(&self) {
         self.disconnect_with(DisconnectReason::Requested);
@@ -545,9 +584,12 @@ impl Peer {
                 return;
             }
             if let Slot::Running(r) = &*slot {
-                if self.inner.direction == Direction::Outbound {
+                if self.inner.direction == Direction::Outbound && self.inner.pool.is_none() {
                     lock_nonces(&self.inner.config).remove(r.machine.nonce());
                 }
+            }
+            if let Some(pool) = &self.inner.pool {
+                pool.closed(self.inner.id, reason.clone());
             }
             if let Some(live) = &self.inner.live {
                 live.fetch_sub(1, Ordering::Relaxed);

@@ -163,7 +163,9 @@ async fn a_ban_through_the_handle_disconnects_and_refuses_the_peer() {
         matches!(e, PoolEvent::Banned { .. })
     })
     .await;
-    assert!(matches!(&banned, PoolEvent::Banned { subnet, .. } if subnet == "127.0.3.2/32"));
+    assert!(
+        matches!(&banned, PoolEvent::Banned { subnet, .. } if subnet.to_string() == "127.0.3.2/32")
+    );
     next_event(&mut events, "B leaving", |e| {
         matches!(
             e,
@@ -209,12 +211,49 @@ async fn misbehaviour_past_the_threshold_bans_the_address() {
     }
     next_event(&mut events, "the ban", |e| {
         matches!(e, PoolEvent::Banned { subnet, reason, .. }
-            if subnet == "127.0.4.9/32" && reason == "node misbehaving")
+            if subnet.to_string() == "127.0.4.9/32" && reason.to_string() == "node misbehaving")
     })
     .await;
     raw.read_to_close().await;
     let mut again = raw_from(ip(4, 9), a.listening()[0]).await;
     again.expect_close().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_whose_reports_wait_for_the_pool_is_still_scored_and_banned() {
+    init_logs();
+    let mut config = pool_config(0);
+    config.machine.banman.threshold = 30;
+    // One report in flight per peer: every burst fills the peer's budget at once, and its
+    // connection has to wait for the driver again and again.
+    config.report_capacity = 1;
+    let a = start(SocketAddr::from((ip(4, 1), 0)), config, "a").await;
+    let mut events = a.bus().subscribe();
+    let mut raw = raw_from(ip(4, 19), a.listening()[0]).await;
+    raw.handshake_as_dialer(MODERN).await;
+    next_event(&mut events, "the raw peer joining", joined_from(ip(4, 19))).await;
+    // Hundreds of reports for the pool in one burst (each `addr` is one), the misbehaviour
+    // last: nothing may be dropped on the way, least of all the misbehaviour.
+    let mut burst = Vec::new();
+    for i in 0..300u32 {
+        let at = SocketAddr::from((ip(90, (i % 250) as u8 + 1), 18444));
+        let entry = bitcoin::p2p::address::Address::new(&at, bitcoin::p2p::ServiceFlags::NONE);
+        let msg =
+            bitcoin::p2p::message::NetworkMessage::Addr(vec![(common::unix_now() as u32, entry)]);
+        peerpool_wire::message::encode_message(common::magic(), &msg, &mut burst);
+    }
+    raw.send_raw(&burst).await;
+    for _ in 0..4 {
+        raw.send_frame("inv", &[0xfd, 0xff]).await;
+    }
+    next_event(
+        &mut events,
+        "the ban",
+        |e| matches!(e, PoolEvent::Banned { subnet, .. } if subnet.to_string() == "127.0.4.19/32"),
+    )
+    .await;
+    raw.read_to_close().await;
     a.stop().await;
 }
 

@@ -80,8 +80,8 @@ impl SimConfig {
     pub fn new(nodes: usize) -> SimConfig {
         let mut peer = PeerConfig::new(Network::Mainnet.params());
         peer.services = ServiceFlags::NETWORK | ServiceFlags::WITNESS;
-        // The pool's ban manager decides about misbehaviour, as it does in the daemon.
-        peer.ban_threshold = None;
+        // Peers run as a pool's peers do, in the simulator as in the daemon.
+        peerpool_core::pool::PoolMachine::adapt_peer_config(&mut peer);
         SimConfig {
             nodes,
             seeds: 4.min(nodes),

@@ -4,21 +4,17 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bitcoin::consensus::encode::{Decodable, VarInt};
-use bitcoin::hashes::{sha256d, Hash};
-use bitcoin::p2p::address::{AddrV2, AddrV2Message, Address};
+use bitcoin::p2p::address::Address;
 use bitcoin::p2p::message::NetworkMessage;
-use bitcoin::p2p::message_blockdata::{GetBlocksMessage, GetHeadersMessage, Inventory};
-use bitcoin::p2p::message_network::{Reject, RejectReason, VersionMessage};
+use bitcoin::p2p::message_blockdata::Inventory;
+use bitcoin::p2p::message_network::VersionMessage;
 use bitcoin::p2p::ServiceFlags;
 use bitcoin::BlockHash;
-use peerpool_wire::frame::{Command, FrameError};
-use peerpool_wire::message::{decode_payload, DecodeError};
 use peerpool_wire::MessageKind;
 use tracing::debug;
 
 use super::config::{PeerConfig, MAX_INV_PER_MESSAGE, MAX_PENDING_BEFORE_HANDSHAKE};
-use super::inventory::{is_block, InventoryState, MAX_PENDING};
+use super::inventory::InventoryState;
 use super::stats::{PerKind, PingStats, StatsSnapshot};
 use super::{
     ConnectionAddrs, Direction, DisconnectReason, HandshakeState, PeerEvent, PeerId, PeerOutput,
@@ -26,7 +22,11 @@ use super::{
 };
 use crate::ban::BanScore;
 use crate::misbehaviour::Misbehaviour;
+use crate::seed::{self, Stream};
 use crate::time::{exponential, Time};
+
+mod commands;
+mod receive;
 
 /// Bitcoin Core: `BIP0031_VERSION`. Peers above it answer pings with pongs.
 const BIP0031_VERSION: u32 = 60_000;
@@ -40,8 +40,6 @@ const WTXID_RELAY_VERSION: u32 = 70_016;
 const REJECT_VERSION: u32 = 70_002;
 /// Bitcoin Core: `MAX_INV_SZ`.
 const MAX_INV_SZ: u64 = 50_000;
-/// Bitcoin Core: `MAX_ADDR_TO_SEND`.
-pub const MAX_ADDR_TO_SEND: usize = 1_000;
 /// Bitcoin Core: `MAX_HEADERS_RESULTS`.
 const MAX_HEADERS_RESULTS: u64 = 2_000;
 
@@ -136,7 +134,7 @@ impl PeerMachine {
     ) -> PeerMachine {
         let mut rng = fastrand::Rng::with_seed(seed);
         let nonce = rng.u64(1..);
-        let mut key_rng = fastrand::Rng::with_seed(seed ^ INVENTORY_KEY_TWEAK);
+        let mut key_rng = seed::rng(seed, Stream::InventoryKey);
         let inventory_key = [key_rng.u64(..), key_rng.u64(..)];
         let mut m = PeerMachine {
             config,
@@ -392,355 +390,6 @@ impl PeerMachine {
         }
     }
 
-    /// A complete, checksummed frame arrived.
-    ///
-    /// `wire_len` is its size on the wire (header included). `decode` asks for the payload to
-    /// be decoded even when this machine does not need it (because a listener wants the
-    /// message); decoded messages come back in [`PeerEvent::MessageReceived`].
-    pub fn handle_frame(
-        &mut self,
-        now: Time,
-        command: Command,
-        payload: &[u8],
-        wire_len: usize,
-        decode: bool,
-    ) {
-        let kind = MessageKind::from_command(command.as_str());
-        self.handle_frame_of_kind(now, kind, command, payload, wire_len, decode);
-    }
-
-    /// [`handle_frame`](Self::handle_frame) for a caller that has already classified the
-    /// command (`kind` must be `MessageKind::from_command(command.as_str())`).
-    pub fn handle_frame_of_kind(
-        &mut self,
-        now: Time,
-        kind: MessageKind,
-        command: Command,
-        payload: &[u8],
-        wire_len: usize,
-        decode: bool,
-    ) {
-        if self.is_disconnected() {
-            return;
-        }
-        self.last_recv = Some(now);
-        self.bytes_recv += wire_len as u64;
-        self.msgs_recv += 1;
-        self.recv_per_kind.add(kind, wire_len as u64);
-
-        if !self.admitted(now, kind) {
-            return;
-        }
-        if let Some(m) = oversized(kind, payload) {
-            debug!(peer = %self.id, "{m}; message ignored");
-            self.misbehaving(now, m);
-            return;
-        }
-        if kind == MessageKind::Pong {
-            // Decoded by hand: Bitcoin Core reads the first eight bytes and treats a shorter
-            // payload as a cancelled ping rather than an error.
-            self.received_pong(now, payload);
-            if decode && payload.len() >= 8 {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&payload[..8]);
-                self.deliver(kind, Some(NetworkMessage::Pong(u64::from_le_bytes(b))));
-            }
-            return;
-        }
-        if is_bloom_kind(kind) && !self.config.services.has(ServiceFlags::BLOOM) {
-            if self.negotiated_version().unwrap_or(0) >= NO_BLOOM_VERSION {
-                self.misbehaving(
-                    now,
-                    Misbehaviour::BloomNotOffered {
-                        command: kind.as_str(),
-                    },
-                );
-            } else {
-                debug!(peer = %self.id, "{kind} from a pre-BIP111 peer ignored");
-            }
-            return;
-        }
-        if kind == MessageKind::Ping && payload.len() < 8 {
-            // Peers before BIP31 ping without a nonce; there is nothing to answer.
-            debug!(peer = %self.id, "ping without nonce ignored");
-            return;
-        }
-        let needed = matches!(
-            kind,
-            MessageKind::Version | MessageKind::Ping | MessageKind::Inv | MessageKind::FeeFilter
-        );
-        let message = if needed || decode {
-            match decode_payload(command, payload) {
-                Ok(m) => Some(m),
-                Err(DecodeError::UserAgentTooLong(_)) => {
-                    self.misbehaving(now, Misbehaviour::UserAgentTooLong);
-                    return;
-                }
-                Err(e) => {
-                    debug!(peer = %self.id, "{e}; message ignored");
-                    self.misbehaving(
-                        now,
-                        Misbehaviour::MalformedMessage {
-                            command: kind.as_str(),
-                        },
-                    );
-                    return;
-                }
-            }
-        } else {
-            None
-        };
-        match (&message, kind) {
-            (Some(NetworkMessage::Version(v)), _) => {
-                self.received_version(now, v.clone());
-                if self.is_disconnected() {
-                    return;
-                }
-            }
-            (_, MessageKind::Verack) => self.received_verack(now),
-            (_, MessageKind::WtxidRelay) => {
-                if let Some(r) = self.remote.as_mut() {
-                    r.wtxid_relay = r.negotiated >= WTXID_RELAY_VERSION;
-                }
-            }
-            (_, MessageKind::SendAddrV2) => {
-                if let Some(r) = self.remote.as_mut() {
-                    r.addrv2 = true;
-                }
-            }
-            (_, MessageKind::SendHeaders) => {
-                if let Some(r) = self.remote.as_mut() {
-                    r.wants_headers = true;
-                }
-            }
-            (Some(NetworkMessage::FeeFilter(rate)), _) => {
-                if let Some(r) = self.remote.as_mut() {
-                    r.fee_filter = Some(*rate);
-                }
-            }
-            (Some(NetworkMessage::Ping(nonce)), _)
-                if self.negotiated_version().unwrap_or(0) > BIP0031_VERSION =>
-            {
-                self.push_send(NetworkMessage::Pong(*nonce), None);
-            }
-            (Some(NetworkMessage::Inv(list)), _) => {
-                let state = self.inventory_state();
-                state.peer_has(list);
-            }
-            _ => {}
-        }
-        if decode {
-            self.deliver(kind, message);
-        }
-    }
-
-    /// A frame was refused by the decoder. Fatal errors end the connection; others cost the
-    /// peer a little ban score and the message is dropped.
-    pub fn handle_bad_frame(&mut self, now: Time, error: FrameError, wire_len: usize) {
-        if self.is_disconnected() {
-            return;
-        }
-        self.last_recv = Some(now);
-        self.bytes_recv += wire_len as u64;
-        if error.is_fatal() {
-            debug!(peer = %self.id, "{error}");
-            self.disconnect(now, DisconnectReason::BadFrame(error));
-            return;
-        }
-        debug!(peer = %self.id, "{error}; message dropped");
-        let what = match error {
-            FrameError::BadChecksum { .. } => Misbehaviour::BadChecksum,
-            _ => Misbehaviour::BadCommand,
-        };
-        self.misbehaving(now, what);
-    }
-
-    /// The runtime wrote (or is about to write) a message of `kind` taking `wire_len` bytes.
-    pub fn handle_sent(&mut self, now: Time, kind: MessageKind, wire_len: usize) {
-        self.last_send = Some(now);
-        self.bytes_sent += wire_len as u64;
-        self.msgs_sent += 1;
-        self.sent_per_kind.add(kind, wire_len as u64);
-    }
-
-    // ----- commands ------------------------------------------------------------------------
-
-    /// Queues a message for the peer. With `notify`, the returned token comes back in
-    /// [`PeerOutput::Send`] so the runtime can report when the bytes are written.
-    ///
-    /// Before the handshake completes the message is held back and sent right after it.
-    pub fn queue_message(
-        &mut self,
-        msg: NetworkMessage,
-        notify: bool,
-    ) -> Result<Option<SendToken>, QueueError> {
-        if self.is_disconnected() {
-            return Err(QueueError::Disconnected);
-        }
-        let token = notify.then(|| {
-            self.next_token += 1;
-            SendToken(self.next_token)
-        });
-        if self.is_ready() {
-            self.push_send(msg, token);
-        } else if self.held.len() >= MAX_PENDING_BEFORE_HANDSHAKE {
-            return Err(QueueError::HandshakePending);
-        } else {
-            self.held.push_back((msg, token));
-        }
-        Ok(token)
-    }
-
-    /// Queues an inventory entry for announcement: blocks go out at once, transactions with
-    /// the next trickle. Entries the peer is known to have are skipped.
-    pub fn queue_inventory(&mut self, now: Time, inv: Inventory) {
-        if self.is_disconnected() {
-            return;
-        }
-        let ready = self.is_ready();
-        if !self.inventory_state().mark_known(&inv) {
-            return;
-        }
-        if is_block(&inv) && ready {
-            self.outputs.push_back(Queued::BlockInv(inv));
-            return;
-        }
-        let id = self.id;
-        let state = self.inventory_state();
-        if state.pending.len() >= MAX_PENDING {
-            debug!(peer = %id, "inventory queue full; entry dropped");
-            return;
-        }
-        state.pending.push(inv);
-        if self.next_trickle.is_none() {
-            self.next_trickle = Some(now + self.trickle_delay());
-        }
-    }
-
-    /// Records that the peer has this inventory, so it is never announced to it.
-    pub fn add_known_inventory(&mut self, inv: &Inventory) {
-        let state = self.inventory_state();
-        state.peer_has([inv]);
-    }
-
-    /// Sends up to [`MAX_ADDR_TO_SEND`] addresses, a random subset when given more; `addrv2`
-    /// to peers that asked for it (BIP155), else `addr` with the IPv4/IPv6 entries only.
-    /// Returns what was sent.
-    pub fn push_addr(&mut self, addrs: &[AddrV2Message]) -> Vec<AddrV2Message> {
-        if addrs.is_empty() || self.is_disconnected() {
-            return Vec::new();
-        }
-        let mut chosen: Vec<AddrV2Message> = addrs.to_vec();
-        if chosen.len() > MAX_ADDR_TO_SEND {
-            // Partial Fisher-Yates: a uniform random subset in the first MAX_ADDR_TO_SEND slots.
-            for i in 0..MAX_ADDR_TO_SEND {
-                let j = self.rng.usize(i..chosen.len());
-                chosen.swap(i, j);
-            }
-            chosen.truncate(MAX_ADDR_TO_SEND);
-        }
-        if self.remote.as_ref().is_some_and(|r| r.addrv2) {
-            let _ = self.queue_message(NetworkMessage::AddrV2(chosen.clone()), false);
-            return chosen;
-        }
-        chosen.retain(|a| matches!(a.addr, AddrV2::Ipv4(_) | AddrV2::Ipv6(_)));
-        if chosen.is_empty() {
-            return chosen;
-        }
-        let legacy = chosen
-            .iter()
-            .filter_map(|a| {
-                a.socket_addr()
-                    .ok()
-                    .map(|sa| (a.time, Address::new(&sa, a.services)))
-            })
-            .collect();
-        let _ = self.queue_message(NetworkMessage::Addr(legacy), false);
-        chosen
-    }
-
-    /// Sends `getblocks`, unless it repeats the previous request exactly. Returns whether it
-    /// was queued.
-    pub fn push_getblocks(&mut self, locator: Vec<BlockHash>, stop: BlockHash) -> bool {
-        let request = (locator, stop);
-        if self.last_getblocks.as_deref() == Some(&request) {
-            debug!(peer = %self.id, "duplicate getblocks ignored");
-            return false;
-        }
-        let msg = GetBlocksMessage {
-            version: self.our_version(),
-            locator_hashes: request.0.clone(),
-            stop_hash: request.1,
-        };
-        let queued = self
-            .queue_message(NetworkMessage::GetBlocks(msg), false)
-            .is_ok();
-        self.last_getblocks = Some(Box::new(request));
-        queued
-    }
-
-    /// Sends `getheaders`, unless it repeats the previous request exactly. Returns whether it
-    /// was queued.
-    pub fn push_getheaders(&mut self, locator: Vec<BlockHash>, stop: BlockHash) -> bool {
-        let request = (locator, stop);
-        if self.last_getheaders.as_deref() == Some(&request) {
-            debug!(peer = %self.id, "duplicate getheaders ignored");
-            return false;
-        }
-        let msg = GetHeadersMessage {
-            version: self.our_version(),
-            locator_hashes: request.0.clone(),
-            stop_hash: request.1,
-        };
-        let queued = self
-            .queue_message(NetworkMessage::GetHeaders(msg), false)
-            .is_ok();
-        self.last_getheaders = Some(Box::new(request));
-        queued
-    }
-
-    /// Sends a BIP61 `reject` (to peers that understand it). The hash is meaningful only for
-    /// `tx` and `block`. With `notify`, returns a token resolved once it is written.
-    pub fn push_reject(
-        &mut self,
-        command: &str,
-        code: RejectReason,
-        reason: &str,
-        hash: Option<sha256d::Hash>,
-        notify: bool,
-    ) -> Option<SendToken> {
-        if self.negotiated_version().unwrap_or(0) < REJECT_VERSION {
-            debug!(peer = %self.id, "peer predates BIP61; reject not sent");
-            return None;
-        }
-        let msg = Reject {
-            message: command.to_owned().into(),
-            ccode: code,
-            reason: reason.to_owned().into(),
-            hash: hash.unwrap_or_else(sha256d::Hash::all_zeros),
-        };
-        self.queue_message(NetworkMessage::Reject(msg), notify)
-            .ok()
-            .flatten()
-    }
-
-    /// Pings the peer now, as Bitcoin Core's `ping` RPC asks of every peer, so that its round
-    /// trip shows in the statistics soon. Nothing happens before the handshake completes or
-    /// while a ping is already awaiting its pong (that one's round trip is measured instead).
-    /// Returns whether a ping was sent. The regular schedule restarts from this ping.
-    pub fn ping_now(&mut self, now: Time) -> bool {
-        if !matches!(self.ping, Ping::Idle { .. }) {
-            return false;
-        }
-        self.send_ping(now);
-        true
-    }
-
-    /// Records the peer's latest known block height (for statistics).
-    pub fn update_last_block(&mut self, height: i32) {
-        self.last_block = self.last_block.max(height);
-    }
-
     /// Ends the connection. Queued messages that were not handed out are dropped; nothing is
     /// sent after this. Does nothing if already disconnected.
     pub fn disconnect(&mut self, now: Time, reason: DisconnectReason) {
@@ -756,159 +405,6 @@ impl PeerMachine {
     }
 
     // ----- transitions ---------------------------------------------------------------------
-
-    /// Whether a message of `kind` is acceptable in the current handshake state. Messages out
-    /// of place are ignored as Bitcoin Core ignores them (its p2p_leak test), with one
-    /// exception: feature negotiation after verack breaks BIP339/BIP155 and disconnects.
-    fn admitted(&mut self, now: Time, kind: MessageKind) -> bool {
-        match (&self.state, kind) {
-            (HandshakeState::AwaitingVersion { .. }, MessageKind::Version) => true,
-            (HandshakeState::AwaitingVersion { .. }, _) => {
-                debug!(peer = %self.id, "{kind} before version ignored");
-                false
-            }
-            // Bitcoin Core also takes the announcement preferences between version and verack.
-            (
-                HandshakeState::AwaitingVerack { .. },
-                MessageKind::Verack
-                | MessageKind::WtxidRelay
-                | MessageKind::SendAddrV2
-                | MessageKind::SendHeaders
-                | MessageKind::SendCmpct,
-            ) => true,
-            (HandshakeState::AwaitingVerack { .. }, _) => {
-                debug!(peer = %self.id, "{kind} before verack ignored");
-                false
-            }
-            (HandshakeState::Ready { .. }, MessageKind::Version | MessageKind::Verack) => {
-                debug!(peer = %self.id, "redundant {kind} ignored");
-                false
-            }
-            (HandshakeState::Ready { .. }, MessageKind::WtxidRelay | MessageKind::SendAddrV2) => {
-                self.misbehaving(
-                    now,
-                    Misbehaviour::FeatureAfterVerack {
-                        command: kind.as_str(),
-                    },
-                );
-                false
-            }
-            (HandshakeState::Ready { .. }, _) => true,
-            (HandshakeState::Disconnected { .. }, _) => false,
-        }
-    }
-
-    fn received_version(&mut self, now: Time, v: VersionMessage) {
-        let minimum = self.config.chain.min_protocol_version;
-        if v.version < minimum {
-            debug!(peer = %self.id, version = v.version, "protocol version below minimum");
-            self.disconnect(
-                now,
-                DisconnectReason::ProtocolVersionTooLow {
-                    theirs: v.version,
-                    minimum,
-                },
-            );
-            return;
-        }
-        let negotiated = v.version.min(self.our_version());
-        let time_offset = v.timestamp.saturating_sub(now.as_secs() as i64);
-        let nonce = v.nonce;
-        let mut v = v;
-        v.user_agent = sanitize_user_agent(&v.user_agent);
-        self.remote = Some(Box::new(Remote {
-            version: v,
-            negotiated,
-            time_offset,
-            wants_headers: false,
-            fee_filter: None,
-            wtxid_relay: false,
-            addrv2: false,
-        }));
-        self.emit(PeerOutput::Event(PeerEvent::VersionReceived { nonce }));
-        if self.direction == Direction::Inbound {
-            self.send_version(now);
-        }
-        if negotiated >= WTXID_RELAY_VERSION {
-            self.push_send(NetworkMessage::WtxidRelay, None);
-            self.push_send(NetworkMessage::SendAddrV2, None);
-        }
-        self.push_send(NetworkMessage::Verack, None);
-        self.state = HandshakeState::AwaitingVerack { since: now };
-    }
-
-    fn received_verack(&mut self, now: Time) {
-        let Some(remote) = self.remote.as_ref() else {
-            return;
-        };
-        let negotiated = remote.negotiated;
-        let version = Box::new(remote.version.clone());
-        self.state = HandshakeState::Ready { since: now };
-        self.ready_at = Some(now);
-        // The event goes before any post-handshake message, so an owner draining outputs in
-        // order sees nothing but version, verack and the feature messages before it.
-        self.emit(PeerOutput::Event(PeerEvent::HandshakeCompleted {
-            version,
-            negotiated_version: negotiated,
-        }));
-        if negotiated >= SENDHEADERS_VERSION {
-            self.push_send(NetworkMessage::SendHeaders, None);
-        }
-        while let Some((msg, token)) = self.held.pop_front() {
-            self.push_send(msg, token);
-        }
-        // Ping at once: the first round trip time is known right after the handshake.
-        self.send_ping(now);
-        let (any_block, any) = self.inventory.as_ref().map_or((false, false), |s| {
-            (s.pending.iter().any(is_block), !s.pending.is_empty())
-        });
-        if any_block {
-            // Blocks are never trickled; those queued during the handshake go out now.
-            self.next_trickle = Some(now);
-        } else if any && self.next_trickle.is_none() {
-            self.next_trickle = Some(now + self.trickle_delay());
-        }
-    }
-
-    fn received_pong(&mut self, now: Time, payload: &[u8]) {
-        let Ping::Waiting {
-            nonce: expected,
-            since,
-        } = self.ping
-        else {
-            debug!(peer = %self.id, "unsolicited pong ignored");
-            return;
-        };
-        let finished = if payload.len() < 8 {
-            debug!(peer = %self.id, "pong with short payload: ping cancelled");
-            true
-        } else {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&payload[..8]);
-            let nonce = u64::from_le_bytes(b);
-            if nonce == expected {
-                let rtt = now.since(since).as_micros() as u64;
-                self.ping_stats.last_rtt_micros = Some(rtt);
-                self.ping_stats.min_rtt_micros =
-                    Some(self.ping_stats.min_rtt_micros.map_or(rtt, |m| m.min(rtt)));
-                self.emit(PeerOutput::Event(PeerEvent::PingCompleted {
-                    rtt_micros: rtt,
-                }));
-                true
-            } else if nonce == 0 {
-                debug!(peer = %self.id, "pong with zero nonce: ping cancelled");
-                true
-            } else {
-                debug!(peer = %self.id, "pong nonce mismatch ignored");
-                false
-            }
-        };
-        if finished {
-            self.ping = Ping::Idle {
-                next: since + self.config.ping_interval,
-            };
-        }
-    }
 
     fn misbehaving(&mut self, now: Time, what: Misbehaviour) {
         let score = self.ban.increase(now, 0, what.score());
@@ -947,6 +443,11 @@ impl PeerMachine {
             start_height: self.start_height,
             relay: c.relay,
         };
+        // Announced before the bytes leave, so an owner that checks inbound versions against
+        // its own nonces knows this one before any peer can echo it back.
+        self.emit(PeerOutput::Event(PeerEvent::VersionSent {
+            nonce: self.nonce,
+        }));
         self.push_send(NetworkMessage::Version(v), None);
     }
 
@@ -1020,42 +521,6 @@ impl PeerMachine {
 enum Queued {
     Output(PeerOutput),
     BlockInv(Inventory),
-}
-
-/// Mixed into the seed for the known-inventory key, so that key and `rng` differ.
-const INVENTORY_KEY_TWEAK: u64 = 0x6b6e_6f77_6e5f_696e;
-
-/// Bloom-filter related commands (BIP37/BIP111), refused unless we offer `NODE_BLOOM`.
-fn is_bloom_kind(kind: MessageKind) -> bool {
-    matches!(
-        kind,
-        MessageKind::FilterLoad
-            | MessageKind::FilterAdd
-            | MessageKind::FilterClear
-            | MessageKind::MemPool
-    )
-}
-
-/// Judges list messages by their entry count alone, before anything is decoded or allocated.
-fn oversized(kind: MessageKind, payload: &[u8]) -> Option<Misbehaviour> {
-    let limit = match kind {
-        MessageKind::Inv | MessageKind::GetData | MessageKind::NotFound => MAX_INV_SZ,
-        MessageKind::Addr | MessageKind::AddrV2 => MAX_ADDR_TO_SEND as u64,
-        MessageKind::Headers => MAX_HEADERS_RESULTS,
-        _ => return None,
-    };
-    let count = VarInt::consensus_decode(&mut &payload[..]).ok()?.0;
-    if count <= limit {
-        return None;
-    }
-    Some(match kind {
-        MessageKind::Addr | MessageKind::AddrV2 => Misbehaviour::OversizedAddr { count },
-        MessageKind::Headers => Misbehaviour::OversizedHeaders { count },
-        _ => Misbehaviour::OversizedInventory {
-            command: kind.as_str(),
-            count,
-        },
-    })
 }
 
 /// A peer's user agent as stats, logs and RPC show it: only the characters Bitcoin Core keeps

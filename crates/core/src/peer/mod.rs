@@ -26,8 +26,9 @@ mod stats;
 use std::fmt;
 use std::net::SocketAddr;
 
+pub use crate::gossip::MAX_ADDR_TO_SEND;
 pub use config::*;
-pub use machine::{sanitize_user_agent, PeerMachine, QueueError, MAX_ADDR_TO_SEND};
+pub use machine::{sanitize_user_agent, PeerMachine, QueueError};
 pub use nonce::Nonces;
 pub use stats::{PingStats, StatsSnapshot};
 
@@ -93,9 +94,30 @@ pub enum PeerOutput {
     Disconnect(DisconnectReason),
 }
 
+/// What the owner of a peer (a pool) asks of its machine; carried out by
+/// [`PeerMachine::handle_command`]. The commands a library user issues directly
+/// (`queue_message`, `push_addr`, ...) remain methods of their own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerCommand {
+    /// Send a message; before the handshake completes it waits for it.
+    Send(NetworkMessage),
+    /// Announce addresses: `addrv2` to a peer that asked for it (BIP155), else `addr` with
+    /// the IPv4 and IPv6 entries; at most [`MAX_ADDR_TO_SEND`], a random subset of more.
+    SendAddrs(Vec<crate::gossip::Announced>),
+    /// End the connection.
+    Disconnect(DisconnectReason),
+}
+
 /// Things that happened on a connection.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum PeerEvent {
+    /// Our `version` is about to go out with this nonce (an outbound machine emits it first
+    /// thing, an inbound one after the peer's `version`). An owner that detects connections
+    /// to itself records the nonces of its outbound peers from it.
+    VersionSent {
+        /// Our version nonce.
+        nonce: u64,
+    },
     /// The peer's `version` arrived. Inbound owners check `nonce` against the nonces of their
     /// own outbound connections and disconnect with [`DisconnectReason::SelfConnection`] on a
     /// match; see [`Nonces`].
@@ -110,7 +132,7 @@ pub enum PeerEvent {
         /// min(ours, theirs).
         negotiated_version: u32,
     },
-    /// A message was accepted (after the handshake, or a handshake message) and the caller
+    /// A message was accepted (after the handshake, or a handshake message) and the owner
     /// asked for it (`decode` in [`PeerMachine::handle_frame`]); `message` is its decoded form
     /// (`None` only for a pong shorter than its nonce). Messages nobody asked for produce no
     /// event, so unwatched traffic costs no queueing.

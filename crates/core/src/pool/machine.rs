@@ -1,32 +1,21 @@
 //! The pool machine: the connection manager, the address book and the ban list together.
 //!
-//! [`PoolMachine`] sees peers only through what their connections report (handshake done,
-//! misbehaviour, addresses received, disconnection) and answers with instructions: dial this,
-//! disconnect that, send these addresses, tell subscribers about this event. It adds to the
-//! parts it composes:
+//! [`PoolMachine`] sees peers only through what their machines report (see [`super::link`],
+//! the one place where the two cores meet) and what the runtime tells it about sockets (dials
+//! made or failed, connections accepted or closed). It answers with instructions: dial this,
+//! send that peer's machine a command, tell subscribers about this event. It adds to the parts
+//! it composes:
 //!
-//! - **address relay**: addresses a peer sends go into the book with that peer as source, rate
-//!   limited per peer as Bitcoin Core does (a bucket that starts at one token, refills at 0.1
-//!   per second up to 1,000, with 1,000 extra after we ask with `getaddr`); addresses in a
-//!   banned subnet are dropped; small fresh announcements (at most
-//!   10 entries, seen within 10 minutes) are relayed on to two other peers, each address at
-//!   most once per 10 minutes, so that an announcement spreads once through the network
-//!   instead of bouncing between nodes until it goes stale (Bitcoin Core gets the same effect
-//!   from its per-peer known-address filters);
-//! - **getaddr**: asked of every outbound peer after its handshake; answered once per inbound
-//!   peer with a random sample of the book (at most 1,000 entries, 23 %);
-//! - **self-advertisement**: our listening addresses ([`Config::advertise`]) are announced to
-//!   each peer after its handshake and then again on a per-peer timer with exponentially
-//!   distributed gaps of mean [`Config::local_addr_interval`] (Core's AdvertiseLocal and
-//!   `AVG_LOCAL_ADDRESS_BROADCAST_INTERVAL`), so a network can find a node from any one seed
-//!   and keeps hearing about it after the first gossip has aged out;
-//! - **asking for addresses**: we ask with `getaddr` once per outbound peer, right after its
-//!   handshake, and never otherwise (as Core: asking again would let a peer fill our book on
-//!   demand). When outbound slots are empty and no round of the connection manager has found
-//!   a usable address for [`RESEED_DELAY`], the machine emits [`Output::Reseed`]: the runtime
-//!   adds its configured seed addresses again and queries the DNS seeds (Core's 11 s DNS-seed
-//!   rule, applied whenever the book runs dry, not only at start). It does so at most once
-//!   per [`RESEED_INTERVAL`], to spare the seeds;
+//! - **address relay** ([`super::relay`]): addresses from peers go into the book, rate limited
+//!   per peer as Bitcoin Core does, and small fresh announcements travel on; `getaddr` is
+//!   asked of every outbound peer after its handshake and answered once per inbound peer; our
+//!   own listening addresses are announced to each peer after its handshake and then on a
+//!   per-peer timer;
+//! - **reseeding**: when outbound slots are empty and no round of the connection manager has
+//!   found a usable address for [`RESEED_DELAY`], the machine emits [`Output::Reseed`]: the
+//!   runtime adds its configured seed addresses again and queries the DNS seeds (Core's 11 s
+//!   DNS-seed rule, applied whenever the book runs dry, not only at start). It does so at most
+//!   once per [`RESEED_INTERVAL`], to spare the seeds;
 //! - **test-before-evict**: an address that would take an occupied slot of the book's tried
 //!   table waits in the collision set while the feeler timer tests the occupant first (a
 //!   feeler to it, before any new-table address); an occupant that answers keeps its slot,
@@ -34,49 +23,35 @@
 //!   settled ([`AddrMan::resolve_collisions`]) on every pass of the connection-opening path
 //!   and at least every [`COLLISION_CHECK_INTERVAL`] while it is not empty;
 //! - **bans**: a banned address is neither dialed nor accepted; misbehaviour reported by a
-//!   connection goes to the ban manager, whose verdict is carried out;
+//!   peer's machine gets the ban manager's [`verdict`](super::banman::verdict); a change to
+//!   the ban list is saved at once ([`Output::SaveBans`], at most every [`BAN_SAVE_INTERVAL`]),
+//!   as Bitcoin Core writes its ban list when it changes;
 //! - **whitelist**: peers from whitelisted subnets get the permissions listed (`noban`: never
 //!   banned, never evicted, exempt from the per-group inbound limit).
+//!
+//! Its deadlines are named ([`Timer`]) and kept in one [`TimerTable`]: `handle_timeout` does
+//! what is due and nothing else.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use bitcoin::p2p::address::AddrV2Message;
-use bitcoin::p2p::ServiceFlags;
-
 use crate::addr::{Host, NetAddr, Network};
-use crate::misbehaviour::Misbehaviour;
-use crate::peer::{Direction, DisconnectReason, PeerId};
+use crate::peer::{Direction, DisconnectReason, PeerCommand, PeerId};
 use crate::pool::addrman::{self, AddrMan, AddrRecord};
-use crate::pool::banman::{self, BanList, BanMan, BanReason, Subnet, Verdict};
+use crate::pool::banman::{self, BanList, BanMan, BanReason, Subnet};
 use crate::pool::connman::{self, ConnKind, ConnMan, InboundVerdict, Pick, RefuseReason, ReqId};
-use crate::time::{exponential, Time};
+use crate::pool::relay::{AddrIntake, Relayed};
+use crate::pool::timers::TimerTable;
+use crate::seed::{self, Stream};
+use crate::time::Time;
 
-/// Addresses answered to one `getaddr`. Bitcoin Core: `MAX_ADDR_TO_SEND`.
-pub const MAX_ADDR_TO_SEND: usize = 1_000;
-/// Share of the book answered to one `getaddr`, percent. Bitcoin Core: `MAX_PCT_ADDR_TO_SEND`.
-pub const MAX_PCT_ADDR_TO_SEND: usize = 23;
-/// Address tokens refilled per second. Bitcoin Core: `MAX_ADDR_RATE_PER_SECOND`.
-pub const ADDR_RATE_PER_SECOND: f64 = 0.1;
-/// Address tokens a peer can save up. Bitcoin Core: `MAX_ADDR_PROCESSING_TOKEN_BUCKET`.
-pub const ADDR_TOKEN_BUCKET: f64 = 1_000.0;
-/// Address tokens a peer starts with: one, for its self-announcement. Bitcoin Core starts
-/// `m_addr_token_bucket` at 1 for the same reason; a new connection cannot flood the book.
-pub const ADDR_TOKEN_START: f64 = 1.0;
-/// Announcements larger than this are not relayed (they answer a getaddr). Bitcoin Core: 10.
-pub const MAX_RELAYED_ANNOUNCEMENT: usize = 10;
-/// Only addresses seen this recently are relayed. Bitcoin Core: 10 minutes.
-pub const RELAY_FRESHNESS: Duration = Duration::from_secs(600);
-/// Peers an announcement is relayed to. Bitcoin Core: 2 for reachable networks.
-pub const RELAY_FANOUT: usize = 2;
-/// Most addresses remembered as recently relayed; past it the oldest are forgotten (and could
-/// be relayed once more). Bitcoin Core's per-peer known-address filter holds 5,000.
-pub const MAX_RECENTLY_RELAYED: usize = 10_000;
-/// Penalty on the last-seen time of addresses heard from a third party. Bitcoin Core: 2 hours.
-pub const ADDR_TIME_PENALTY: Duration = Duration::from_secs(2 * 3600);
-/// Mean gap between two announcements of our own address to one peer. Bitcoin Core:
-/// `AVG_LOCAL_ADDRESS_BROADCAST_INTERVAL` (24 hours).
-pub const LOCAL_ADDR_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+pub use crate::gossip::MAX_ADDR_TO_SEND;
+pub use crate::pool::relay::{
+    ADDR_RATE_PER_SECOND, ADDR_TIME_PENALTY, ADDR_TOKEN_BUCKET, ADDR_TOKEN_START,
+    LOCAL_ADDR_INTERVAL, MAX_PCT_ADDR_TO_SEND, MAX_RECENTLY_RELAYED, MAX_RELAYED_ANNOUNCEMENT,
+    RELAY_FANOUT, RELAY_FRESHNESS,
+};
+
 /// How long outbound slots stay empty with nothing usable in the book before we ask the
 /// runtime to seed again. Bitcoin Core: the 11 s `ThreadDNSAddressSeed` waits before it
 /// queries the DNS seeds when the book is not empty.
@@ -88,6 +63,9 @@ pub const RESEED_INTERVAL: Duration = Duration::from_secs(10 * 60);
 /// every 500 ms loop; a minute matches the book's `FEELER_GRACE`, the finest step its verdicts
 /// take.
 pub const COLLISION_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// Least time between two saves of a changing ban list, so a burst of bans (a flood of
+/// misbehaving peers, a script of `setban` calls) costs one write a second at most.
+pub const BAN_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A permission granted by the whitelist (Bitcoin Core's `-whitelist` permission names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -200,15 +178,21 @@ pub enum Useful {
     Tx,
 }
 
-/// The pool machine's own named deadlines (the connection and ban managers keep theirs).
+/// The pool machine's named deadlines; see [`PoolMachine::timer`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timer {
+    /// A ban expires: sweep the list.
+    BanExpiry,
     /// Settle the book's tried-table collisions.
     ResolveCollisions,
+    /// The connection manager has work: a paced dial, a feeler, a manual redial.
+    Connections,
     /// Announce our addresses to this peer again.
     LocalAddr(PeerId),
     /// Outbound slots are starving: ask the runtime for seeds.
     Reseed,
+    /// The ban list changed: write it.
+    SaveBans,
 }
 
 /// What the pool reports to the outside.
@@ -264,30 +248,33 @@ pub enum Output {
         /// What for.
         kind: ConnKind,
     },
-    /// Close a connection.
-    Disconnect {
+    /// Hand a command to a peer's machine ([`PeerMachine::handle_command`]): send a message,
+    /// announce addresses, disconnect.
+    ///
+    /// [`PeerMachine::handle_command`]: crate::PeerMachine::handle_command
+    Peer {
         /// The peer.
         peer: PeerId,
-        /// Why.
-        reason: DisconnectReason,
-    },
-    /// Ask the peer for addresses.
-    SendGetAddr {
-        /// The peer.
-        peer: PeerId,
-    },
-    /// Send addresses to the peer (its connection picks addr or addrv2).
-    SendAddrs {
-        /// The peer.
-        peer: PeerId,
-        /// The addresses.
-        addrs: Vec<AddrV2Message>,
+        /// What to do.
+        command: PeerCommand,
     },
     /// Tell subscribers.
     Event(PoolEvent),
     /// The book has nothing usable to fill the outbound slots: add the configured seed
     /// addresses again and query the DNS seeds (see the module docs).
     Reseed,
+    /// The ban list changed: write [`BanMan::bans`] to storage now.
+    SaveBans,
+}
+
+impl Output {
+    /// The command that disconnects `peer` for `reason`.
+    pub fn disconnect(peer: PeerId, reason: DisconnectReason) -> Output {
+        Output::Peer {
+            peer,
+            command: PeerCommand::Disconnect(reason),
+        }
+    }
 }
 
 /// Why an inbound connection was refused.
@@ -301,36 +288,86 @@ pub enum Refused {
     NetworkInactive,
 }
 
+/// A connection as the pool knows it; see [`PoolMachine::peer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolPeer {
+    /// Its address (for an outbound peer, the one dialed).
+    pub addr: NetAddr,
+    /// Who dialed.
+    pub direction: Direction,
+    /// What the connection is for.
+    pub kind: ConnKind,
+    /// It completed its handshake and joined the pool.
+    pub ready: bool,
+    /// The pool told its machine to close.
+    pub closing: bool,
+}
+
+/// What the pool knows of one connection.
 #[derive(Debug)]
-struct PeerState {
-    addr: NetAddr,
-    direction: Direction,
-    kind: ConnKind,
-    ready: bool,
-    permissions: Vec<Permission>,
-    addr_tokens: f64,
-    tokens_at: Time,
-    answered_getaddr: bool,
-    /// Our getaddr is outstanding: the next large addr message is its answer.
-    awaiting_addr: bool,
+pub(crate) struct PeerState {
+    pub(crate) addr: NetAddr,
+    pub(crate) direction: Direction,
+    pub(crate) kind: ConnKind,
+    /// The handshake completed (and the peer was not closing then).
+    pub(crate) ready: bool,
+    /// The pool told its machine to close: see [`super::link`].
+    pub(crate) closing: bool,
+    /// Its address was banned for its misbehaviour; later reports are not judged again.
+    pub(crate) banned: bool,
+    pub(crate) permissions: Vec<Permission>,
+    pub(crate) intake: AddrIntake,
+}
+
+impl PeerState {
+    fn summary(&self) -> PoolPeer {
+        PoolPeer {
+            addr: self.addr,
+            direction: self.direction,
+            kind: self.kind,
+            ready: self.ready,
+            closing: self.closing,
+        }
+    }
+
+    fn new(
+        addr: NetAddr,
+        direction: Direction,
+        kind: ConnKind,
+        permissions: Vec<Permission>,
+        now: Time,
+    ) -> PeerState {
+        PeerState {
+            addr,
+            direction,
+            kind,
+            ready: false,
+            closing: false,
+            banned: false,
+            permissions,
+            intake: AddrIntake::new(now),
+        }
+    }
 }
 
 /// The pool machine; see the module docs.
 #[derive(Debug)]
 pub struct PoolMachine {
-    config: Config,
-    rng: fastrand::Rng,
-    connman: ConnMan,
-    addrman: AddrMan,
-    banman: BanMan<PeerId>,
-    peers: BTreeMap<PeerId, PeerState>,
+    pub(crate) config: Config,
+    pub(crate) rng: fastrand::Rng,
+    pub(crate) connman: ConnMan,
+    pub(crate) addrman: AddrMan,
+    pub(crate) banman: BanMan,
+    pub(crate) peers: BTreeMap<PeerId, PeerState>,
     /// Outbound requests waiting for their dial, with the address.
     dialing: BTreeMap<ReqId, NetAddr>,
-    /// Addresses relayed within [`RELAY_FRESHNESS`], oldest first, and the same as a set.
-    relayed: VecDeque<(Time, NetAddr)>,
-    relayed_set: BTreeSet<NetAddr>,
-    timers: BTreeMap<Timer, Time>,
+    /// Nonces of our outbound peers' `version`s until their handshakes end, for catching
+    /// connections to ourselves (see [`super::link`]).
+    pub(crate) nonces: BTreeMap<u64, PeerId>,
+    pub(crate) relayed: Relayed,
+    pub(crate) timers: TimerTable<Timer>,
     last_reseed: Option<Time>,
+    last_ban_save: Option<Time>,
     /// Keys the network groups that inbound eviction protects: fixed for the machine's life,
     /// as Bitcoin Core's per-process netgroup randomizer, so that reconnecting cannot reshuffle
     /// which groups are protected.
@@ -338,21 +375,23 @@ pub struct PoolMachine {
     /// P2P activity is on (`setnetworkactive`): while off nothing is dialed, no inbound
     /// connection is taken and the connection manager's timers wait.
     network_active: bool,
-    outputs: VecDeque<Output>,
+    pub(crate) outputs: VecDeque<Output>,
 }
 
 impl PoolMachine {
-    /// A pool with an empty book and no bans. `secret` keys the book's buckets.
+    /// A pool with an empty book and no bans. `secret` keys the book's buckets; `seed` every
+    /// random choice (see [`crate::seed`]).
     pub fn new(config: Config, secret: [u8; 16], seed: u64, now: Time) -> PoolMachine {
         let book = AddrMan::new(
             config.addrman.clone(),
             secret,
-            fastrand::Rng::with_seed(seed ^ 1),
+            seed::rng(seed, Stream::AddrMan),
         );
         PoolMachine::with_state(config, book, BanList::new(), seed, now)
     }
 
-    /// A pool resuming from a saved book and ban list.
+    /// A pool resuming from a saved book and ban list. The book brings its own generator;
+    /// a runtime that loads one seeds it from [`Stream::AddrMan`] of the same `seed`.
     pub fn with_state(
         config: Config,
         addrman: AddrMan,
@@ -360,22 +399,31 @@ impl PoolMachine {
         seed: u64,
         now: Time,
     ) -> PoolMachine {
-        PoolMachine {
-            connman: ConnMan::new(config.connman.clone(), seed ^ 2, now),
+        let mut machine = PoolMachine {
+            connman: ConnMan::new(
+                config.connman.clone(),
+                seed::derive(seed, Stream::ConnMan),
+                now,
+            ),
             banman: BanMan::with_bans(config.banman.clone(), bans),
             addrman,
-            rng: fastrand::Rng::with_seed(seed),
+            rng: seed::rng(seed, Stream::Pool),
             config,
             peers: BTreeMap::new(),
             dialing: BTreeMap::new(),
-            relayed: VecDeque::new(),
-            relayed_set: BTreeSet::new(),
-            timers: BTreeMap::new(),
+            nonces: BTreeMap::new(),
+            relayed: Relayed::default(),
+            timers: TimerTable::new(),
             last_reseed: None,
-            netgroup_key: fastrand::Rng::with_seed(seed ^ 3).u64(..) | 1,
+            last_ban_save: None,
+            netgroup_key: seed::derive(seed, Stream::NetgroupKey) | 1,
             network_active: true,
             outputs: VecDeque::new(),
-        }
+        };
+        // A list loaded from storage is what storage holds.
+        machine.banman.bans_mut().mark_clean();
+        machine.sync_timers(now);
+        machine
     }
 
     // ----- queries -------------------------------------------------------------------------
@@ -391,7 +439,7 @@ impl PoolMachine {
     }
 
     /// The ban manager.
-    pub fn banman(&self) -> &BanMan<PeerId> {
+    pub fn banman(&self) -> &BanMan {
         &self.banman
     }
 
@@ -400,12 +448,33 @@ impl PoolMachine {
         self.peers.get(&peer).map_or(&[], |p| &p.permissions[..])
     }
 
+    /// A connection, handshake done or not, from the moment the pool accounted for it until
+    /// its end was reported.
+    pub fn peer(&self, peer: PeerId) -> Option<PoolPeer> {
+        self.peers.get(&peer).map(PeerState::summary)
+    }
+
+    /// Every connection, in id order; see [`peer`](Self::peer).
+    pub fn peers(&self) -> impl Iterator<Item = (PeerId, PoolPeer)> + '_ {
+        self.peers.iter().map(|(id, p)| (*id, p.summary()))
+    }
+
     /// Connected peers that completed their handshake.
     pub fn ready_peers(&self) -> impl Iterator<Item = (PeerId, NetAddr)> + '_ {
         self.peers
             .iter()
             .filter(|(_, p)| p.ready)
             .map(|(id, p)| (*id, p.addr))
+    }
+
+    /// Whether P2P activity is on (see [`set_network_active`](Self::set_network_active)).
+    pub fn network_active(&self) -> bool {
+        self.network_active
+    }
+
+    /// The deadline of one of the machine's named timers, if armed.
+    pub fn timer(&self, timer: Timer) -> Option<Time> {
+        self.timers.get(timer)
     }
 
     // ----- outputs -------------------------------------------------------------------------
@@ -420,39 +489,277 @@ impl PoolMachine {
     /// is off the connection manager's deadlines (dials, feelers, manual redials) do not
     /// count: they are carried out once it is back on.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let connman = self.connman.poll_timeout().filter(|_| self.network_active);
-        [connman, self.banman.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .chain(self.timers.values().copied())
-            .min()
-    }
-
-    /// Whether P2P activity is on (see [`set_network_active`](Self::set_network_active)).
-    pub fn network_active(&self) -> bool {
-        self.network_active
-    }
-
-    /// The deadline of one of the machine's own named timers, if armed.
-    pub fn timer(&self, timer: Timer) -> Option<Time> {
-        self.timers.get(&timer).copied()
+        self.timers.next()
     }
 
     // ----- inputs --------------------------------------------------------------------------
 
-    /// Does what is due: settling tried collisions, one paced dial to fill slots, manual
-    /// redials, feelers (a collision's incumbent first), ban expiry, announcements of our
-    /// addresses, and [`Output::Reseed`] when the book has run dry.
+    /// Does what is due, and only that: settling tried collisions, one paced dial to fill
+    /// slots, manual redials, feelers (a collision's incumbent first), ban expiry,
+    /// announcements of our addresses, [`Output::Reseed`] when the book has run dry,
+    /// [`Output::SaveBans`] after a change to the ban list.
     pub fn handle_timeout(&mut self, now: Time) {
-        for entry in self.banman.handle_timeout(now) {
-            tracing::debug!("ban on {} expired", entry.subnet);
+        for timer in self.timers.take_due(now) {
+            match timer {
+                Timer::BanExpiry => {
+                    for entry in self.banman.handle_timeout(now) {
+                        tracing::debug!("ban on {} expired", entry.subnet);
+                    }
+                }
+                Timer::ResolveCollisions => {
+                    self.addrman.resolve_collisions(now);
+                    self.arm_collisions(now);
+                }
+                Timer::Connections => self.open_connections(now),
+                Timer::LocalAddr(peer) => self.local_addr_due(now, peer),
+                Timer::Reseed => self.check_starving(now),
+                Timer::SaveBans => {
+                    self.banman.bans_mut().mark_clean();
+                    self.last_ban_save = Some(now);
+                    self.outputs.push_back(Output::SaveBans);
+                }
+            }
         }
-        // The connection-opening path settles waiting tried collisions first (Core's
-        // `ResolveCollisions` at the top of each `ThreadOpenConnections` loop).
+        self.sync_timers(now);
+    }
+
+    /// A dial succeeded.
+    pub fn handle_dial_succeeded(&mut self, now: Time, req: ReqId, peer: PeerId) {
+        let Some(addr) = self.dialing.remove(&req) else {
+            return;
+        };
+        self.connman.handle_dial_succeeded(now, req, peer);
+        let kind = self
+            .connman
+            .connection(peer)
+            .map_or(ConnKind::Outbound, |c| c.kind);
+        self.addrman.attempt(&addr, false, now);
+        let permissions = self.whitelisted(&addr);
+        // Automatic dials never go to a banned address, but a ban made while this one was
+        // under way found no connection to close (`disconnect_banned` sees live peers only).
+        let banned = matches!(kind, ConnKind::Outbound | ConnKind::Feeler)
+            && !permissions.contains(&Permission::NoBan)
+            && self.banman.is_banned(&addr, now);
+        self.peers.insert(
+            peer,
+            PeerState::new(addr, Direction::Outbound, kind, permissions, now),
+        );
+        if banned {
+            self.disconnect(peer, DisconnectReason::Banned);
+        } else if !self.network_active {
+            // Dialed before activity was turned off: it goes the way of the others.
+            self.disconnect(peer, DisconnectReason::Requested);
+        }
+        self.sync_timers(now);
+    }
+
+    /// A dial failed. Only automatic dials (outbound, feelers) count as a failed attempt in
+    /// the book, as Bitcoin Core's `fCountFailure`: an address the operator asked for says
+    /// nothing about the book's view of it.
+    pub fn handle_dial_failed(&mut self, now: Time, req: ReqId) {
+        if let Some(addr) = self.dialing.remove(&req) {
+            let automatic = self
+                .connman
+                .requests()
+                .any(|r| r.id == req && matches!(r.kind, ConnKind::Outbound | ConnKind::Feeler));
+            self.addrman.attempt(&addr, automatic, now);
+        }
+        self.connman.handle_dial_failed(now, req);
+        self.arm_collisions(now);
+        self.sync_timers(now);
+    }
+
+    /// A new inbound connection; `Err` means close it at once.
+    pub fn handle_inbound(
+        &mut self,
+        now: Time,
+        peer: PeerId,
+        addr: NetAddr,
+    ) -> Result<(), Refused> {
+        if !self.network_active {
+            return Err(Refused::NetworkInactive);
+        }
+        let permissions = self.whitelisted(&addr);
+        let noban = permissions.contains(&Permission::NoBan);
+        if !noban && self.banman.is_banned(&addr, now) {
+            return Err(Refused::Banned);
+        }
+        let secret = self.netgroup_key;
+        let key = move |g: crate::addr::NetGroup| {
+            g.to_bytes().iter().fold(secret, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+            })
+        };
+        match self.connman.handle_inbound(now, peer, addr, noban, &key) {
+            InboundVerdict::Refuse(r) => return Err(Refused::Full(r)),
+            InboundVerdict::AcceptEvicting(victim) => {
+                if let Some(v) = self.peers.get_mut(&victim) {
+                    v.closing = true;
+                    let event = PoolEvent::Evicted {
+                        peer: victim,
+                        addr: v.addr,
+                    };
+                    self.outputs.push_back(Output::Event(event));
+                }
+            }
+            InboundVerdict::Accept => {}
+        }
+        self.peers.insert(
+            peer,
+            PeerState::new(
+                addr,
+                Direction::Inbound,
+                ConnKind::Inbound,
+                permissions,
+                now,
+            ),
+        );
+        self.sync_timers(now);
+        Ok(())
+    }
+
+    /// The peer sent us a block or transaction we did not have. Feeds eviction: an inbound
+    /// peer that recently did is protected (Bitcoin Core's `m_last_block_time` and
+    /// `m_last_tx_time`). The runtime calls it when the peer's block or transaction turned
+    /// out to be new to the node's owner.
+    pub fn handle_useful(&mut self, now: Time, peer: PeerId, what: Useful) {
+        self.connman.record_useful(now, peer, what == Useful::Block);
+    }
+
+    /// A connection ended.
+    pub fn handle_disconnected(&mut self, now: Time, peer: PeerId, reason: DisconnectReason) {
+        self.forget_nonce(peer);
+        let Some(p) = self.peers.remove(&peer) else {
+            self.connman.handle_disconnected(now, peer, false);
+            self.sync_timers(now);
+            return;
+        };
+        self.connman.handle_disconnected(now, peer, p.ready);
+        self.timers.cancel(Timer::LocalAddr(peer));
+        if p.ready {
+            if p.direction == Direction::Outbound {
+                self.addrman.connected(&p.addr, now);
+            }
+            if p.kind != ConnKind::Feeler {
+                let event = PoolEvent::PeerLeft {
+                    peer,
+                    addr: p.addr,
+                    reason,
+                };
+                self.outputs.push_back(Output::Event(event));
+            }
+        }
+        self.sync_timers(now);
+    }
+
+    // ----- commands ------------------------------------------------------------------------
+
+    /// Adds addresses from outside (DNS seeds, `addpeeraddress`) with `source` as their origin.
+    pub fn add_addresses(&mut self, now: Time, addrs: &[AddrRecord], source: NetAddr) -> usize {
+        self.addrman.add(addrs, source, Duration::ZERO, now)
+    }
+
+    /// Marks a known address as successfully connected, moving it to the tried table
+    /// (`addpeeraddress ... tried`, as Bitcoin Core's `AddrMan::Good`).
+    pub fn mark_tried(&mut self, now: Time, addr: &NetAddr) -> addrman::GoodOutcome {
+        let outcome = self.addrman.good(addr, now);
+        self.sync_timers(now);
+        outcome
+    }
+
+    /// `addnode add`.
+    pub fn add_node(&mut self, now: Time, addr: NetAddr) -> Result<(), connman::ConnError> {
+        let result = self.connman.add_manual(now, addr);
+        self.sync_timers(now);
+        result
+    }
+
+    /// `addnode remove`.
+    pub fn remove_node(&mut self, now: Time, addr: NetAddr) -> Result<(), connman::ConnError> {
+        let result = self.connman.remove_manual(addr);
+        self.sync_timers(now);
+        result
+    }
+
+    /// Turns P2P activity off or on, as Bitcoin Core's `setnetworkactive`. Off: every peer
+    /// is disconnected ([`DisconnectReason::Requested`]), inbound connections are refused
+    /// ([`Refused::NetworkInactive`]), and automatic dials, feelers, manual redials and
+    /// reseeds wait without counting as failed attempts. On: what waited is due at once.
+    pub fn set_network_active(&mut self, now: Time, active: bool) {
+        if self.network_active == active {
+            return;
+        }
+        self.network_active = active;
+        if !active {
+            self.timers.cancel(Timer::Reseed);
+            let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+            for peer in peers {
+                self.disconnect(peer, DisconnectReason::Requested);
+            }
+        }
+        // On again: the connection manager's deadlines passed while paused are due at once.
+        self.sync_timers(now);
+    }
+
+    /// `addnode onetry`.
+    pub fn one_try(&mut self, now: Time, addr: NetAddr) -> ReqId {
+        let req = self.connman.one_try(now, addr);
+        self.pull();
+        self.sync_timers(now);
+        req
+    }
+
+    /// Disconnects a peer by id.
+    pub fn disconnect_peer(&mut self, peer: PeerId) -> Result<(), connman::ConnError> {
+        self.connman.disconnect_peer(peer)
+    }
+
+    /// Disconnects every peer at an address.
+    pub fn disconnect_addr(&mut self, addr: NetAddr) -> Result<(), connman::ConnError> {
+        self.connman.disconnect_addr(addr)
+    }
+
+    /// Bans a subnet until `until`, disconnecting the peers in it. Returns whether the ban
+    /// list changed (a longer ban already in force is kept).
+    pub fn ban(&mut self, now: Time, subnet: Subnet, until: Time) -> bool {
+        let added = self
+            .banman
+            .bans_mut()
+            .ban(subnet, until, BanReason::Manual, now);
+        if added {
+            let event = PoolEvent::Banned {
+                subnet,
+                until,
+                reason: BanReason::Manual,
+            };
+            self.outputs.push_back(Output::Event(event));
+            self.disconnect_banned(now);
+        }
+        self.sync_timers(now);
+        added
+    }
+
+    /// Lifts a ban; whether there was one.
+    pub fn unban(&mut self, now: Time, subnet: &Subnet) -> bool {
+        let lifted = self.banman.bans_mut().unban(subnet);
+        self.sync_timers(now);
+        lifted
+    }
+
+    /// Lifts every ban.
+    pub fn clear_bans(&mut self, now: Time) {
+        self.banman.bans_mut().clear();
+        self.sync_timers(now);
+    }
+
+    // ----- internals -----------------------------------------------------------------------
+
+    /// [`Timer::Connections`]: the connection-opening path. Settles waiting tried collisions
+    /// first (Core's `ResolveCollisions` at the top of each `ThreadOpenConnections` loop),
+    /// then lets the connection manager dial what is due.
+    fn open_connections(&mut self, now: Time) {
         self.addrman.resolve_collisions(now);
         if !self.network_active {
-            // Paused: no dial is due, nothing starves, only bookkeeping runs.
-            self.due_local_addrs(now);
             self.arm_collisions(now);
             return;
         }
@@ -493,442 +800,31 @@ impl PoolMachine {
         };
         self.connman.handle_timeout(now, &mut pick);
         self.pull();
-        self.due_local_addrs(now);
         self.check_starving(now);
         self.arm_collisions(now);
     }
 
-    /// A dial succeeded.
-    pub fn handle_dial_succeeded(&mut self, now: Time, req: ReqId, peer: PeerId) {
-        let Some(addr) = self.dialing.remove(&req) else {
-            return;
-        };
-        self.connman.handle_dial_succeeded(now, req, peer);
-        let kind = self
-            .connman
-            .connection(peer)
-            .map_or(ConnKind::Outbound, |c| c.kind);
-        self.addrman.attempt(&addr, false, now);
-        let permissions = self.whitelisted(&addr);
-        // Automatic dials never go to a banned address, but a ban made while this one was
-        // under way found no connection to close (`disconnect_banned` sees live peers only).
-        let banned = matches!(kind, ConnKind::Outbound | ConnKind::Feeler)
-            && !permissions.contains(&Permission::NoBan)
-            && self.banman.is_banned(&addr, now);
-        self.peers.insert(
-            peer,
-            PeerState::new(addr, Direction::Outbound, kind, permissions, now),
-        );
-        if banned {
-            self.outputs.push_back(Output::Disconnect {
-                peer,
-                reason: DisconnectReason::Banned,
-            });
-        } else if !self.network_active {
-            // Dialed before activity was turned off: it goes the way of the others.
-            self.outputs.push_back(Output::Disconnect {
-                peer,
-                reason: DisconnectReason::Requested,
-            });
-        }
-    }
-
-    /// A dial failed. Only automatic dials (outbound, feelers) count as a failed attempt in
-    /// the book, as Bitcoin Core's `fCountFailure`: an address the operator asked for says
-    /// nothing about the book's view of it.
-    pub fn handle_dial_failed(&mut self, now: Time, req: ReqId) {
-        if let Some(addr) = self.dialing.remove(&req) {
-            let automatic = self
-                .connman
-                .requests()
-                .any(|r| r.id == req && matches!(r.kind, ConnKind::Outbound | ConnKind::Feeler));
-            self.addrman.attempt(&addr, automatic, now);
-        }
-        self.connman.handle_dial_failed(now, req);
-        self.arm_collisions(now);
-    }
-
-    /// A new inbound connection; `Err` means close it at once.
-    pub fn handle_inbound(
-        &mut self,
-        now: Time,
-        peer: PeerId,
-        addr: NetAddr,
-    ) -> Result<(), Refused> {
-        if !self.network_active {
-            return Err(Refused::NetworkInactive);
-        }
-        let permissions = self.whitelisted(&addr);
-        let noban = permissions.contains(&Permission::NoBan);
-        if !noban && self.banman.is_banned(&addr, now) {
-            return Err(Refused::Banned);
-        }
-        let secret = self.netgroup_key;
-        let key = move |g: crate::addr::NetGroup| {
-            g.to_bytes().iter().fold(secret, |h, b| {
-                (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-            })
-        };
-        match self.connman.handle_inbound(now, peer, addr, noban, &key) {
-            InboundVerdict::Refuse(r) => return Err(Refused::Full(r)),
-            InboundVerdict::AcceptEvicting(victim) => {
-                if let Some(v) = self.peers.get(&victim) {
-                    let event = PoolEvent::Evicted {
-                        peer: victim,
-                        addr: v.addr,
-                    };
-                    self.outputs.push_back(Output::Event(event));
-                }
+    /// Brings the deadlines that mirror other parts' state up to date: the connection
+    /// manager's (only while network activity is on), the ban list's next expiry, and a
+    /// pending save of a changed ban list. Every input ends with it.
+    pub(crate) fn sync_timers(&mut self, now: Time) {
+        let connections = self.connman.poll_timeout().filter(|_| self.network_active);
+        self.timers.set_or_cancel(Timer::Connections, connections);
+        self.timers
+            .set_or_cancel(Timer::BanExpiry, self.banman.poll_timeout());
+        if self.banman.bans().is_dirty() {
+            if self.timers.get(Timer::SaveBans).is_none() {
+                let at = self
+                    .last_ban_save
+                    .map_or(now, |last| (last + BAN_SAVE_INTERVAL).max(now));
+                self.timers.set(Timer::SaveBans, at);
             }
-            InboundVerdict::Accept => {}
-        }
-        self.peers.insert(
-            peer,
-            PeerState::new(
-                addr,
-                Direction::Inbound,
-                ConnKind::Inbound,
-                permissions,
-                now,
-            ),
-        );
-        Ok(())
-    }
-
-    /// A connection completed its handshake; `services` are what the peer announced.
-    pub fn handle_handshake(&mut self, now: Time, peer: PeerId, services: ServiceFlags) {
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        p.ready = true;
-        let (addr, direction, kind) = (p.addr, p.direction, p.kind);
-        self.connman.handle_handshake(peer);
-        if direction == Direction::Outbound {
-            self.addrman.good(&addr, now);
-            self.addrman.set_services(&addr, services);
-            // A feeler that tested a collision's incumbent settles it now; a new address
-            // that collided starts waiting.
-            self.addrman.resolve_collisions(now);
-            self.arm_collisions(now);
-        }
-        if kind == ConnKind::Feeler {
-            // The address answered: that is all a feeler wanted to know.
-            self.outputs.push_back(Output::Disconnect {
-                peer,
-                reason: DisconnectReason::Requested,
-            });
-            return;
-        }
-        self.outputs.push_back(Output::Event(PoolEvent::PeerJoined {
-            peer,
-            addr,
-            direction,
-            kind,
-        }));
-        if direction == Direction::Outbound {
-            if let Some(p) = self.peers.get_mut(&peer) {
-                p.awaiting_addr = true;
-                p.addr_tokens += ADDR_TOKEN_BUCKET;
-            }
-            self.outputs.push_back(Output::SendGetAddr { peer });
-        }
-        self.advertise_to(now, peer);
-    }
-
-    /// Addresses received from a peer (`addr` or `addrv2`, converted).
-    pub fn handle_addrs(&mut self, now: Time, peer: PeerId, addrs: &[AddrV2Message]) {
-        let reachable = self.reachable();
-        self.forget_relayed(now);
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        if !p.ready {
-            return;
-        }
-        let unlimited = p.permissions.contains(&Permission::Addr);
-        let elapsed = now.since(p.tokens_at).as_secs_f64();
-        p.tokens_at = now;
-        p.addr_tokens = (p.addr_tokens + elapsed * ADDR_RATE_PER_SECOND).min(
-            // Tokens granted for our own getaddr may exceed the cap, as in Core.
-            p.addr_tokens.max(ADDR_TOKEN_BUCKET),
-        );
-        let answer = p.awaiting_addr && addrs.len() > MAX_RELAYED_ANNOUNCEMENT;
-        if answer {
-            p.awaiting_addr = false;
-        }
-        let source = p.addr;
-        let mut accepted: Vec<AddrRecord> = Vec::new();
-        let mut relay: Vec<AddrV2Message> = Vec::new();
-        let mut limited = 0;
-        // When the tokens do not cover the message, which addresses they cover is random (Core
-        // shuffles first): the sender cannot pick, by their order, which ones get in.
-        let mut order: Vec<&AddrV2Message> = addrs.iter().collect();
-        if !unlimited && addrs.len() as f64 > p.addr_tokens {
-            self.rng.shuffle(&mut order);
-        }
-        for a in order {
-            if !unlimited {
-                if p.addr_tokens < 1.0 {
-                    limited += 1;
-                    continue;
-                }
-                p.addr_tokens -= 1.0;
-            }
-            let Some(na) = NetAddr::from_addrv2(&a.addr, a.port) else {
-                continue;
-            };
-            // Bitcoin Core drops banned addresses and relays only routable ones: a banned
-            // host stays out of the book, and nothing unusable is passed on.
-            if !reachable.contains(&na.network())
-                || !self.addrman.acceptable(&na)
-                || self.banman.is_banned(&na, now)
-            {
-                continue;
-            }
-            let seen = Time::from_secs(u64::from(a.time));
-            accepted.push((na, a.services, seen));
-            let fresh = seen + RELAY_FRESHNESS >= now && seen <= now + RELAY_FRESHNESS;
-            if !answer
-                && addrs.len() <= MAX_RELAYED_ANNOUNCEMENT
-                && fresh
-                && !self.relayed_set.contains(&na)
-            {
-                relay.push(a.clone());
-            }
-        }
-        if limited > 0 {
-            tracing::debug!(peer = %peer, limited, "addresses over the rate limit ignored");
-        }
-        // Self-announcements carry no penalty; hearsay is aged by two hours, as Core does.
-        let (own, other): (Vec<AddrRecord>, Vec<AddrRecord>) = accepted
-            .into_iter()
-            .partition(|(a, _, _)| a.host == source.host);
-        self.addrman.add(&own, source, Duration::ZERO, now);
-        self.addrman.add(&other, source, ADDR_TIME_PENALTY, now);
-        for a in &relay {
-            if let Some(na) = NetAddr::from_addrv2(&a.addr, a.port) {
-                if self.relayed_set.insert(na) {
-                    self.relayed.push_back((now, na));
-                }
-            }
-        }
-        if !relay.is_empty() {
-            let others: Vec<PeerId> = self
-                .peers
-                .iter()
-                .filter(|(id, s)| **id != peer && s.ready && s.kind != ConnKind::Feeler)
-                .map(|(id, _)| *id)
-                .collect();
-            let mut chosen = Vec::new();
-            let mut pool = others;
-            while chosen.len() < RELAY_FANOUT && !pool.is_empty() {
-                let i = self.rng.usize(..pool.len());
-                chosen.push(pool.swap_remove(i));
-            }
-            for to in chosen {
-                self.outputs.push_back(Output::SendAddrs {
-                    peer: to,
-                    addrs: relay.clone(),
-                });
-            }
+        } else {
+            self.timers.cancel(Timer::SaveBans);
         }
     }
 
-    /// A peer asked for addresses: answered once per inbound peer, as Bitcoin Core does (an
-    /// outbound peer asking could be fingerprinting us).
-    pub fn handle_getaddr(&mut self, now: Time, peer: PeerId) {
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        if p.direction != Direction::Inbound || p.answered_getaddr || !p.ready {
-            return;
-        }
-        p.answered_getaddr = true;
-        let sample = self.addrman.get_addr(
-            MAX_ADDR_TO_SEND,
-            MAX_PCT_ADDR_TO_SEND,
-            None,
-            &mut self.rng,
-            now,
-        );
-        // Addresses we banned are not handed out (Bitcoin Core filters its answer the same way).
-        let banman = &self.banman;
-        let addrs: Vec<AddrV2Message> = sample
-            .into_iter()
-            .filter(|(a, _, _)| !banman.is_banned(a, now))
-            .map(|(a, services, seen)| AddrV2Message {
-                time: seen.as_secs() as u32,
-                services,
-                addr: a.to_addrv2(),
-                port: a.port,
-            })
-            .collect();
-        if !addrs.is_empty() {
-            self.outputs.push_back(Output::SendAddrs { peer, addrs });
-        }
-    }
-
-    /// A peer misbehaved: the ban manager decides.
-    pub fn handle_misbehaviour(&mut self, now: Time, peer: PeerId, what: Misbehaviour) {
-        let Some(p) = self.peers.get(&peer) else {
-            return;
-        };
-        let addr = p.addr;
-        // Peers we chose by hand are not punished either (Bitcoin Core: "not punishing manually
-        // connected peer"): the operator vouched for them.
-        let noban = p.permissions.contains(&Permission::NoBan)
-            || matches!(p.kind, ConnKind::Manual | ConnKind::OneTry);
-        match self.banman.misbehaving(peer, &addr, what, noban, now) {
-            Verdict::None => {}
-            Verdict::Warn => tracing::warn!(peer = %peer, %addr, "misbehaving: {what}"),
-            Verdict::Disconnect => {
-                let reason = DisconnectReason::Misbehaviour(what);
-                self.outputs.push_back(Output::Disconnect { peer, reason });
-            }
-            Verdict::Ban(until) => {
-                let subnet = Subnet::from(addr.host);
-                let event = PoolEvent::Banned {
-                    subnet,
-                    until,
-                    reason: BanReason::Misbehaviour,
-                };
-                self.outputs.push_back(Output::Event(event));
-                self.disconnect_banned(now);
-            }
-        }
-    }
-
-    /// A ping round trip, for eviction protection.
-    pub fn handle_ping(&mut self, peer: PeerId, rtt_micros: u64) {
-        self.connman.record_ping(peer, rtt_micros);
-    }
-
-    /// The peer sent us a block or transaction we did not have. Feeds eviction: an inbound
-    /// peer that recently did is protected (Bitcoin Core's `m_last_block_time` and
-    /// `m_last_tx_time`). The runtime calls it when the peer's block or transaction turned
-    /// out to be new to the node's owner.
-    pub fn handle_useful(&mut self, now: Time, peer: PeerId, what: Useful) {
-        self.connman.record_useful(now, peer, what == Useful::Block);
-    }
-
-    /// A connection ended.
-    pub fn handle_disconnected(&mut self, now: Time, peer: PeerId, reason: DisconnectReason) {
-        let Some(p) = self.peers.remove(&peer) else {
-            self.connman.handle_disconnected(now, peer, false);
-            return;
-        };
-        self.connman.handle_disconnected(now, peer, p.ready);
-        self.banman.scores_mut().forget(&peer);
-        self.timers.remove(&Timer::LocalAddr(peer));
-        if p.ready {
-            if p.direction == Direction::Outbound {
-                self.addrman.connected(&p.addr, now);
-            }
-            if p.kind != ConnKind::Feeler {
-                let event = PoolEvent::PeerLeft {
-                    peer,
-                    addr: p.addr,
-                    reason,
-                };
-                self.outputs.push_back(Output::Event(event));
-            }
-        }
-    }
-
-    // ----- commands ------------------------------------------------------------------------
-
-    /// Adds addresses from outside (DNS seeds, `addpeeraddress`) with `source` as their origin.
-    pub fn add_addresses(&mut self, now: Time, addrs: &[AddrRecord], source: NetAddr) -> usize {
-        self.addrman.add(addrs, source, Duration::ZERO, now)
-    }
-
-    /// Marks a known address as successfully connected, moving it to the tried table
-    /// (`addpeeraddress ... tried`, as Bitcoin Core's `AddrMan::Good`).
-    pub fn mark_tried(&mut self, now: Time, addr: &NetAddr) -> addrman::GoodOutcome {
-        self.addrman.good(addr, now)
-    }
-
-    /// `addnode add`.
-    pub fn add_node(&mut self, now: Time, addr: NetAddr) -> Result<(), connman::ConnError> {
-        self.connman.add_manual(now, addr)
-    }
-
-    /// `addnode remove`.
-    pub fn remove_node(&mut self, addr: NetAddr) -> Result<(), connman::ConnError> {
-        self.connman.remove_manual(addr)
-    }
-
-    /// Turns P2P activity off or on, as Bitcoin Core's `setnetworkactive`. Off: every peer
-    /// is disconnected ([`DisconnectReason::Requested`]), inbound connections are refused
-    /// ([`Refused::NetworkInactive`]), and automatic dials, feelers, manual redials and
-    /// reseeds wait without counting as failed attempts. On: what waited is due at once.
-    pub fn set_network_active(&mut self, active: bool) {
-        if self.network_active == active {
-            return;
-        }
-        self.network_active = active;
-        if active {
-            // The connection manager's deadlines passed while paused count again, so
-            // `poll_timeout` reports them due at once.
-            return;
-        }
-        self.timers.remove(&Timer::Reseed);
-        for &peer in self.peers.keys() {
-            self.outputs.push_back(Output::Disconnect {
-                peer,
-                reason: DisconnectReason::Requested,
-            });
-        }
-    }
-
-    /// `addnode onetry`.
-    pub fn one_try(&mut self, now: Time, addr: NetAddr) -> ReqId {
-        let req = self.connman.one_try(now, addr);
-        self.pull();
-        req
-    }
-
-    /// Disconnects a peer by id.
-    pub fn disconnect_peer(&mut self, peer: PeerId) -> Result<(), connman::ConnError> {
-        self.connman.disconnect_peer(peer)
-    }
-
-    /// Disconnects every peer at an address.
-    pub fn disconnect_addr(&mut self, addr: NetAddr) -> Result<(), connman::ConnError> {
-        self.connman.disconnect_addr(addr)
-    }
-
-    /// Bans a subnet until `until`, disconnecting the peers in it.
-    pub fn ban(&mut self, now: Time, subnet: Subnet, until: Time) -> bool {
-        let added = self
-            .banman
-            .bans_mut()
-            .ban(subnet, until, BanReason::Manual, now);
-        if added {
-            let event = PoolEvent::Banned {
-                subnet,
-                until,
-                reason: BanReason::Manual,
-            };
-            self.outputs.push_back(Output::Event(event));
-            self.disconnect_banned(now);
-        }
-        added
-    }
-
-    /// Lifts a ban; whether there was one.
-    pub fn unban(&mut self, subnet: &Subnet) -> bool {
-        self.banman.bans_mut().unban(subnet)
-    }
-
-    /// Lifts every ban.
-    pub fn clear_bans(&mut self) {
-        self.banman.bans_mut().clear();
-    }
-
-    // ----- internals -----------------------------------------------------------------------
-
-    fn reachable(&self) -> Vec<Network> {
+    pub(crate) fn reachable(&self) -> Vec<Network> {
         if self.config.reachable.is_empty() {
             vec![Network::Ipv4, Network::Ipv6]
         } else {
@@ -949,65 +845,11 @@ impl PoolMachine {
         perms
     }
 
-    /// Forgets relays older than [`RELAY_FRESHNESS`] and the oldest beyond
-    /// [`MAX_RECENTLY_RELAYED`].
-    fn forget_relayed(&mut self, now: Time) {
-        while let Some((at, addr)) = self.relayed.front().copied() {
-            if at + RELAY_FRESHNESS > now && self.relayed.len() < MAX_RECENTLY_RELAYED {
-                break;
-            }
-            self.relayed.pop_front();
-            self.relayed_set.remove(&addr);
-        }
-    }
-
-    /// Announces our addresses to `peer` and schedules the next announcement.
-    fn advertise_to(&mut self, now: Time, peer: PeerId) {
-        if self.config.advertise.is_empty() {
-            return;
-        }
-        let t = now.as_secs() as u32;
-        let addrs = self
-            .config
-            .advertise
-            .iter()
-            .map(|a| AddrV2Message {
-                time: t,
-                services: ServiceFlags::NONE,
-                addr: a.to_addrv2(),
-                port: a.port,
-            })
-            .collect();
-        self.outputs.push_back(Output::SendAddrs { peer, addrs });
-        let gap = exponential(&mut self.rng, self.config.local_addr_interval);
-        // At least a second apart, so that a zero interval cannot spin.
-        let next = now + gap.max(Duration::from_secs(1));
-        self.timers.insert(Timer::LocalAddr(peer), next);
-    }
-
-    /// Re-announces our addresses to the peers whose timer expired.
-    fn due_local_addrs(&mut self, now: Time) {
-        let due: Vec<PeerId> = self
-            .timers
-            .iter()
-            .filter_map(|(t, at)| match t {
-                Timer::LocalAddr(peer) if *at <= now => Some(*peer),
-                _ => None,
-            })
-            .collect();
-        for peer in due {
-            self.timers.remove(&Timer::LocalAddr(peer));
-            if self.peers.get(&peer).is_some_and(|p| p.ready) {
-                self.advertise_to(now, peer);
-            }
-        }
-    }
-
     /// Emits [`Output::Reseed`] when outbound slots have starved for [`RESEED_DELAY`] (at most
-    /// once per [`RESEED_INTERVAL`]), or arms the timer for when they will have.
+    /// once per [`RESEED_INTERVAL`]), or arms [`Timer::Reseed`] for when they will have.
     fn check_starving(&mut self, now: Time) {
         let Some(since) = self.connman.starved_since() else {
-            self.timers.remove(&Timer::Reseed);
+            self.timers.cancel(Timer::Reseed);
             return;
         };
         let mut due = since + RESEED_DELAY;
@@ -1018,27 +860,28 @@ impl PoolMachine {
             tracing::info!("no usable address to fill the outbound slots: reseeding");
             self.outputs.push_back(Output::Reseed);
             self.last_reseed = Some(now);
-            self.timers.remove(&Timer::Reseed);
+            self.timers.cancel(Timer::Reseed);
         } else {
-            self.timers.insert(Timer::Reseed, due);
+            self.timers.set(Timer::Reseed, due);
         }
     }
 
     /// Keeps [`Timer::ResolveCollisions`] armed exactly while collisions wait.
-    fn arm_collisions(&mut self, now: Time) {
+    pub(crate) fn arm_collisions(&mut self, now: Time) {
         if self.addrman.tried_collisions().next().is_none() {
-            self.timers.remove(&Timer::ResolveCollisions);
+            self.timers.cancel(Timer::ResolveCollisions);
         } else if self
             .timers
-            .get(&Timer::ResolveCollisions)
-            .map_or(true, |t| *t <= now)
+            .get(Timer::ResolveCollisions)
+            .map_or(true, |t| t <= now)
         {
             self.timers
-                .insert(Timer::ResolveCollisions, now + COLLISION_CHECK_INTERVAL);
+                .set(Timer::ResolveCollisions, now + COLLISION_CHECK_INTERVAL);
         }
     }
 
-    fn disconnect_banned(&mut self, now: Time) {
+    /// Disconnects every live peer (but noban ones) that a ban in force covers.
+    pub(crate) fn disconnect_banned(&mut self, now: Time) {
         let banned: Vec<PeerId> = self
             .peers
             .iter()
@@ -1047,10 +890,7 @@ impl PoolMachine {
             .map(|(id, _)| *id)
             .collect();
         for peer in banned {
-            self.outputs.push_back(Output::Disconnect {
-                peer,
-                reason: DisconnectReason::Banned,
-            });
+            self.disconnect(peer, DisconnectReason::Banned);
         }
     }
 
@@ -1062,32 +902,8 @@ impl PoolMachine {
                     self.dialing.insert(req, addr);
                     self.outputs.push_back(Output::Dial { req, addr, kind });
                 }
-                connman::Output::Disconnect { peer, reason } => {
-                    self.outputs.push_back(Output::Disconnect { peer, reason });
-                }
+                connman::Output::Disconnect { peer, reason } => self.disconnect(peer, reason),
             }
-        }
-    }
-}
-
-impl PeerState {
-    fn new(
-        addr: NetAddr,
-        direction: Direction,
-        kind: ConnKind,
-        permissions: Vec<Permission>,
-        now: Time,
-    ) -> PeerState {
-        PeerState {
-            addr,
-            direction,
-            kind,
-            ready: false,
-            permissions,
-            addr_tokens: ADDR_TOKEN_START,
-            tokens_at: now,
-            answered_getaddr: false,
-            awaiting_addr: false,
         }
     }
 }

@@ -9,6 +9,10 @@ pub mod addrman;
 pub mod banman;
 pub mod connman;
 pub mod eviction;
+pub mod link;
 pub mod machine;
+pub mod relay;
+pub mod subnet;
+pub mod timers;
 
-pub use machine::{Output, Permission, PoolEvent, PoolMachine, Useful};
+pub use machine::{Output, Permission, PoolEvent, PoolMachine, PoolPeer, Useful};

@@ -40,6 +40,8 @@ use peerpool_wire::frame::{encode_frame, HEADER_LEN};
 use peerpool_wire::message::{encode_message, encode_payload};
 use peerpool_wire::{Command, FrameDecoder, Magic, MessageKind, Network};
 
+pub mod pool;
+
 /// When every scenario starts: 2023-11-14T22:13:20Z.
 pub const T0: Time = Time::from_secs(1_700_000_000);
 
@@ -395,8 +397,7 @@ impl Harness {
                 }
                 Ok(Some(f)) => {
                     frames += 1;
-                    node.machine
-                        .handle_frame(now, f.command, &f.payload, f.wire_len(), decode);
+                    node.machine.handle_frame(now, &f, |_| decode);
                 }
                 Err(e) => {
                     frames += 1;
@@ -457,8 +458,7 @@ impl Harness {
         assert!(matches!(node.decoder.decode(&mut buf), Ok(None)));
         buf.extend_from_slice(&wire);
         while let Some(f) = node.decoder.decode(&mut buf).expect("good frames") {
-            node.machine
-                .handle_frame(now, f.command, &f.payload, f.wire_len(), decode);
+            node.machine.handle_frame(now, &f, |_| decode);
         }
     }
 

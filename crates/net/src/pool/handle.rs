@@ -14,6 +14,7 @@ use peerpool_core::Time;
 use peerpool_wire::MessageKind;
 use tokio::sync::{mpsc, oneshot};
 
+use super::driver::PoolView;
 use crate::bus::{EventBus, MessageSubscription, PeerInfo, Subscription};
 use crate::{Direction, PeerId, StatsSnapshot};
 
@@ -131,7 +132,18 @@ pub struct KnownAddress {
 
 type Reply<T> = oneshot::Sender<T>;
 
+/// A query: run by the driver on a view of the pool, its answer sent back by the closure.
+pub(crate) type Query = Box<dyn for<'a> FnOnce(&PoolView<'a>) + Send>;
+
 /// What a handle asks the driver.
+pub(crate) enum Request {
+    /// Change the pool.
+    Command(Command),
+    /// Read it.
+    Query(Query),
+}
+
+/// The requests that change the pool: each is one call into the pool machine or the runtime.
 pub(crate) enum Command {
     Connect(NetAddr, Reply<()>),
     AddNode(NetAddr, Reply<Result<(), ConnError>>),
@@ -140,26 +152,15 @@ pub(crate) enum Command {
     DisconnectAddr(NetAddr, Reply<Result<(), ConnError>>),
     Ban(Subnet, Duration, Reply<bool>),
     Unban(Subnet, Reply<bool>),
-    ListBans(Reply<Vec<BanEntry>>),
     ClearBans(Reply<()>),
-    PeerCount(Reply<usize>),
-    ConnectedPeers(Reply<Vec<PeerInfo>>),
-    PeerDetails(Reply<Vec<PeerDetails>>),
-    AddedNodes(Reply<Vec<ManualPeer>>),
     MarkUseful(PeerId, Useful, Reply<()>),
-    AddrManInfo(Reply<AddrManInfo>),
     AddAddresses(Vec<NetAddr>, Reply<usize>),
     AddTried(NetAddr, Reply<AddTried>),
     Save(Reply<io::Result<()>>),
-    NodeAddresses(usize, Option<Network>, Reply<Vec<AddrInfo>>),
-    NetTotals(Reply<NetTotals>),
     SetNetworkActive(bool, Reply<()>),
-    NetworkActive(Reply<bool>),
     PingAll(Reply<usize>),
-    Sessions(Reply<Vec<SessionInfo>>),
     ToggleLog(PeerId, Reply<Option<bool>>),
     LogNew(Option<bool>, Reply<bool>),
-    KnownAddresses(Reply<Vec<KnownAddress>>),
     SendMessage(PeerId, Box<NetworkMessage>, Reply<Result<(), ConnError>>),
 }
 
@@ -167,19 +168,44 @@ pub(crate) enum Command {
 /// answer, and fails with [`PoolError::Stopped`] once the pool is gone.
 #[derive(Clone, Debug)]
 pub struct PoolHandle {
-    commands: mpsc::Sender<Command>,
+    requests: mpsc::Sender<Request>,
     bus: EventBus,
 }
 
 impl PoolHandle {
-    pub(crate) fn new(commands: mpsc::Sender<Command>, bus: EventBus) -> PoolHandle {
-        PoolHandle { commands, bus }
+    pub(crate) fn new(requests: mpsc::Sender<Request>, bus: EventBus) -> PoolHandle {
+        PoolHandle { requests, bus }
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, PoolError> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
+        self.requests
+            .send(Request::Command(make(tx)))
+            .await
+            .map_err(|_| PoolError::Stopped)?;
+        rx.await.map_err(|_| PoolError::Stopped)
+    }
+
+    /// Runs `f` on a read-only [`PoolView`] of the pool, between two of the driver's inputs,
+    /// and returns its answer. Keep it short: the pool waits for it.
+    ///
+    /// ```no_run
+    /// # async fn f(handle: peerpool_net::PoolHandle) -> Result<(), peerpool_net::pool::PoolError> {
+    /// let outbound = handle
+    ///     .query(|pool| pool.machine().connman().outbound_count())
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn query<T: Send + 'static>(
+        &self,
+        f: impl for<'a> FnOnce(&PoolView<'a>) -> T + Send + 'static,
+    ) -> Result<T, PoolError> {
+        let (tx, rx) = oneshot::channel();
+        let query: Query = Box::new(move |view| {
+            let _ = tx.send(f(view));
+        });
+        self.requests
+            .send(Request::Query(query))
             .await
             .map_err(|_| PoolError::Stopped)?;
         rx.await.map_err(|_| PoolError::Stopped)
@@ -240,7 +266,7 @@ impl PoolHandle {
 
     /// The bans in force (`listbanned`).
     pub async fn list_bans(&self) -> Result<Vec<BanEntry>, PoolError> {
-        self.ask(Command::ListBans).await
+        self.query(|v| v.bans()).await
     }
 
     /// Lifts every ban (`clearbanned`).
@@ -250,17 +276,17 @@ impl PoolHandle {
 
     /// Peers that completed the handshake (the bus request PeerCount).
     pub async fn peer_count(&self) -> Result<usize, PoolError> {
-        self.ask(Command::PeerCount).await
+        self.query(|v| v.peer_count()).await
     }
 
     /// Every peer that completed the handshake, by id (the bus request GetConnectedPeers).
     pub async fn connected_peers(&self) -> Result<Vec<PeerInfo>, PoolError> {
-        self.ask(Command::ConnectedPeers).await
+        self.query(|v| v.connected_peers()).await
     }
 
     /// Every connection, handshake done or not, with statistics (`getpeerinfo`).
     pub async fn peer_details(&self) -> Result<Vec<PeerDetails>, PoolError> {
-        self.ask(Command::PeerDetails).await
+        self.query(|v| v.peer_details()).await
     }
 
     /// Tells the pool that `peer` just gave the node's owner a block or transaction it did not
@@ -273,12 +299,12 @@ impl PoolHandle {
 
     /// The manual peers and their state (`getaddednodeinfo`).
     pub async fn added_nodes(&self) -> Result<Vec<ManualPeer>, PoolError> {
-        self.ask(Command::AddedNodes).await
+        self.query(|v| v.added_nodes()).await
     }
 
     /// The address book's counts (`getaddrmaninfo`).
     pub async fn addrman_info(&self) -> Result<AddrManInfo, PoolError> {
-        self.ask(Command::AddrManInfo).await
+        self.query(|v| v.addrman_info()).await
     }
 
     /// Adds addresses to the book as if announced by themselves (`addpeeraddress`); how many
@@ -300,14 +326,13 @@ impl PoolHandle {
         count: usize,
         network: Option<Network>,
     ) -> Result<Vec<AddrInfo>, PoolError> {
-        self.ask(|r| Command::NodeAddresses(count, network, r))
-            .await
+        self.query(move |v| v.node_addresses(count, network)).await
     }
 
     /// Bytes sent and received since the pool started, over open and closed connections
     /// (`getnettotals`).
     pub async fn net_totals(&self) -> Result<NetTotals, PoolError> {
-        self.ask(Command::NetTotals).await
+        self.query(|v| v.net_totals()).await
     }
 
     /// Turns all P2P activity off or back on (`setnetworkactive`). Off: every peer is
@@ -320,7 +345,7 @@ impl PoolHandle {
 
     /// Whether P2P activity is on (`getnetworkinfo`'s `networkactive`).
     pub async fn network_active(&self) -> Result<bool, PoolError> {
-        self.ask(Command::NetworkActive).await
+        self.query(|v| v.machine().network_active()).await
     }
 
     /// Pings every peer that completed the handshake and has no ping outstanding (`ping`);
@@ -332,7 +357,7 @@ impl PoolHandle {
 
     /// Every connection with its cost, priority and flags (the admin `sessions` command).
     pub async fn sessions(&self) -> Result<Vec<SessionInfo>, PoolError> {
-        self.ask(Command::Sessions).await
+        self.query(|v| v.sessions()).await
     }
 
     /// Toggles message logging of a session; `None` if there is no such session, else whether
@@ -351,7 +376,7 @@ impl PoolHandle {
     /// Every address in the address book with its state (the admin `peers` command): tried
     /// first, most recent success first.
     pub async fn known_addresses(&self) -> Result<Vec<KnownAddress>, PoolError> {
-        self.ask(Command::KnownAddresses).await
+        self.query(|v| v.known_addresses()).await
     }
 
     /// Sends a message to a connected peer (the bus's messages towards the pool). Returns once

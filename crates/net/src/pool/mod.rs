@@ -7,9 +7,12 @@
 //! - **one driver task** owns the machine (by `&mut`, no lock) and `select!`s over peer
 //!   notifications, finished dials, inbound connections, commands from [`PoolHandle`]s, the
 //!   machine's next deadline, the save timer and shutdown;
-//! - **peers** are ordinary [`Peer`](crate::Peer)s; the pool sees them only through listeners
-//!   it adds to their [`Config`](crate::Config) (handshake, misbehaviour, ping round trips,
-//!   `addr`/`addrv2`, `getaddr`, disconnection), which post notifications to the driver;
+//! - **peers** are ordinary [`Peer`](crate::Peer)s owned by the pool: whatever their machines
+//!   report reaches the driver on a channel of the pool's own (see "Reports and
+//!   back-pressure" below), apart from the user's [`Listeners`](crate::Listeners), which
+//!   stay the user's alone; the driver hands
+//!   each report to the machine as it is, and the machine's commands for a peer to that peer
+//!   (the seam itself is [`peerpool_core::pool::link`]);
 //! - **dials** each run in a task of their own, directly (bound to
 //!   [`Config::outbound_bind`] if set) or through the SOCKS5 proxy of [`Config::proxy`]
 //!   (`.onion` addresses only that way), and report back the connected socket; the driver
@@ -18,12 +21,16 @@
 //! - **inbound** connections come from one accept task per listener; the driver asks the
 //!   machine ([`PoolMachine::handle_inbound`]) and closes the refused ones at once;
 //! - **events** go out on an [`EventBus`]: peers joining and leaving, bans, evictions, and
-//!   the messages of every kind that has a subscriber at the moment it arrives (other kinds
-//!   are not even decoded for the bus);
+//!   the messages of every kind that has a subscriber at the moment it arrives (published by
+//!   the peers' own tasks; other kinds are not even decoded for the bus);
+//! - **requests** from [`PoolHandle`]s are commands that change the pool, or queries: closures
+//!   run on a read-only [`PoolView`];
 //! - **persistence**: the address book (`peers.dat`) and ban list (`banlist.dat`) are loaded
 //!   from [`Config::data_dir`] at start, saved every [`Config::save_interval`] (Bitcoin Core:
-//!   15 minutes) and at shutdown, atomically and with a checksum ([`crate::persist`]). A
-//!   damaged file is reported, set aside and replaced by empty state: it never stops a start.
+//!   15 minutes) and at shutdown, atomically and with a checksum ([`crate::persist`]); the ban
+//!   list also whenever it changes (at most once a second), as Bitcoin Core writes it, so a
+//!   ban survives a crash right after it is made. A damaged file is reported, set aside and
+//!   replaced by empty state: it never stops a start.
 //!
 //! ## The drain contract
 //! After every input the driver drains [`PoolMachine::poll_output`] until it returns `None`,
@@ -31,14 +38,13 @@
 //! [`PoolMachine::poll_timeout`]; when that deadline passes it calls
 //! [`PoolMachine::handle_timeout`]. Nothing else ever touches the machine.
 //!
-//! ## Notifications and back-pressure
-//! Lifecycle notifications (handshake done, connection closed) travel on an unbounded channel:
-//! there are at most two per connection and connections are bounded by the machine's limits,
-//! and losing one would leave the machine with a ghost peer. Everything else a peer reports
-//! (addresses, `getaddr`, pings, misbehaviour) goes through a bounded channel of
-//! [`Config::notification_capacity`]: when the driver falls that far behind, addresses and
-//! pings are dropped (with a debug log) and a misbehaving peer is disconnected without waiting
-//! for its score. The bus never waits for a subscriber: a slow one is told it lagged.
+//! ## Reports and back-pressure
+//! A peer's reports are never dropped. Each peer may have [`Config::report_capacity`] of them
+//! waiting for the driver; beyond that its connection pauses (reads nothing, sends nothing
+//! new) until the driver catches up, so a flood from one peer slows that peer, costs bounded
+//! memory, and still has every misbehaviour judged. The end of a connection is reported
+//! outside that budget, once. The bus never waits for a subscriber: a slow one is told it
+//! lagged.
 //!
 //! ## Example
 //! ```no_run
@@ -68,11 +74,11 @@
 mod driver;
 mod handle;
 mod io;
+pub(crate) mod link;
 mod store;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use peerpool_core::addr::{NetAddr, Network};
@@ -83,9 +89,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use driver::PoolView;
 pub use handle::{
     AddTried, AddrManInfo, KnownAddress, NetTotals, PeerDetails, PoolError, PoolHandle, SessionInfo,
 };
+pub use link::DEFAULT_REPORT_CAPACITY;
 pub use peerpool_core::pool::banman::{BanEntry, BanReason, Subnet};
 pub use peerpool_core::pool::connman::{ConnError, ConnKind, ManualPeer};
 pub use peerpool_core::pool::machine::{Permission, Useful, WhitelistEntry};
@@ -103,12 +111,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bitcoin Core: `DUMP_PEERS_INTERVAL` (15 minutes).
 pub const DEFAULT_SAVE_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
-/// Notifications (addresses, pings, misbehaviour) that may wait for the driver before further
-/// ones are dropped. Generous: the driver handles each in microseconds.
-pub const DEFAULT_NOTIFICATION_CAPACITY: usize = 4096;
-
-/// Commands from handles that may wait for the driver; senders wait beyond that.
-const COMMAND_CAPACITY: usize = 256;
+/// Requests from handles that may wait for the driver; senders wait beyond that.
+const REQUEST_CAPACITY: usize = 256;
 
 /// Inbound connections accepted but not yet judged by the driver; accept tasks wait beyond
 /// that, leaving further connections in the kernel's backlog.
@@ -161,8 +165,9 @@ pub struct Config {
     /// works as full slots do (a newcomer evicts an unprotected peer, or is refused). Sets
     /// the machine's `connman.inbound_cap`.
     pub max_inbound: Option<usize>,
-    /// See [`DEFAULT_NOTIFICATION_CAPACITY`].
-    pub notification_capacity: usize,
+    /// Reports one peer may have waiting for the driver before its connection pauses; see
+    /// [`DEFAULT_REPORT_CAPACITY`] and the module docs.
+    pub report_capacity: u32,
     /// Events each bus channel holds before a slow subscriber lags.
     pub bus_capacity: usize,
 }
@@ -183,7 +188,7 @@ impl Default for Config {
             data_dir: None,
             save_interval: DEFAULT_SAVE_INTERVAL,
             max_inbound: None,
-            notification_capacity: DEFAULT_NOTIFICATION_CAPACITY,
+            report_capacity: DEFAULT_REPORT_CAPACITY,
             bus_capacity: crate::bus::DEFAULT_CAPACITY,
         }
     }
@@ -216,8 +221,10 @@ impl Pool {
     /// driver until `shutdown` is cancelled (or [`Pool::stop`]).
     ///
     /// `peer` is the configuration of every peer: chain, user agent, timers and any listeners
-    /// of the caller, to which the pool adds its own. The pool's ban manager decides bans, so
-    /// the peers' own ban threshold is turned off.
+    /// of the caller (called for the pool's peers as for any peer; the pool hears from its
+    /// peers through a channel of its own). The peers run with the settings the pool machine
+    /// needs ([`PoolMachine::adapt_peer_config`]: the pool judges misbehaviour, so the peers'
+    /// own ban threshold is off).
     pub async fn start(
         mut config: Config,
         peer: crate::Config,
@@ -231,20 +238,20 @@ impl Pool {
             .collect();
         complete_config(&mut config, &listening);
         let bus = EventBus::new(config.bus_capacity);
-        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let (requests_tx, requests_rx) = mpsc::channel(REQUEST_CAPACITY);
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
         let tracker = TaskTracker::new();
         for listener in listeners {
             tracker.spawn(io::accept(listener, inbound_tx.clone(), shutdown.clone()));
         }
         drop(inbound_tx);
-        let handle = PoolHandle::new(commands_tx, bus.clone());
+        let handle = PoolHandle::new(requests_tx, bus.clone());
         let driver = driver::Driver::new(
             config,
             peer,
             bus,
             driver::Inputs {
-                commands: commands_rx,
+                requests: requests_rx,
                 inbound: inbound_rx,
             },
             tracker,
@@ -334,18 +341,3 @@ fn peer_info(stats: &crate::StatsSnapshot) -> PeerInfo {
         services: stats.services,
     }
 }
-
-/// The bus's view of a peer without statistics (a connection that never started).
-fn bare_info(id: crate::PeerId, addr: SocketAddr, direction: crate::Direction) -> PeerInfo {
-    PeerInfo {
-        id,
-        addr,
-        direction,
-        user_agent: String::new(),
-        version: 0,
-        services: bitcoin::p2p::ServiceFlags::NONE,
-    }
-}
-
-/// Shared handle to the pool's peer configuration.
-type PeerConfigRef = Arc<crate::Config>;

@@ -26,10 +26,22 @@ pub(crate) struct Store {
     bans: PathBuf,
 }
 
-/// The serialized state, taken from the machine by the driver and written elsewhere.
+/// The serialized state, taken from the machine by the driver and written elsewhere: both
+/// files, or one of them.
 pub(crate) struct Snapshot {
-    pub(crate) peers: Vec<u8>,
-    pub(crate) bans: Vec<u8>,
+    pub(crate) peers: Option<Vec<u8>>,
+    pub(crate) bans: Option<Vec<u8>>,
+}
+
+impl Snapshot {
+    /// What it holds, for the log.
+    pub(crate) fn what(&self) -> &'static str {
+        match (&self.peers, &self.bans) {
+            (Some(_), Some(_)) => "address book and bans",
+            (Some(_), None) => "address book",
+            (None, _) => "bans",
+        }
+    }
 }
 
 impl Store {
@@ -51,10 +63,9 @@ impl Store {
     pub(crate) fn load(
         &self,
         config: &addrman::Config,
-        rng_seed: u64,
+        rng: fastrand::Rng,
     ) -> (Option<AddrMan>, Option<BanList>) {
         let book = read(&self.peers, PEERS_KIND, "address book").and_then(|bytes| {
-            let rng = fastrand::Rng::with_seed(rng_seed);
             match AddrMan::deserialize_with(&bytes, config.clone(), rng) {
                 Ok(book) => {
                     info!(
@@ -86,16 +97,23 @@ impl Store {
         (book, bans)
     }
 
-    /// Writes both files, each atomically (see [`persist::save`]).
+    /// Writes the files the snapshot holds, each atomically (see [`persist::save`]).
     pub(crate) fn save(&self, snapshot: &Snapshot) -> io::Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(|e| {
             io::Error::new(e.kind(), format!("creating {}: {e}", self.dir.display()))
         })?;
-        persist::save(&self.peers, PEERS_KIND, &snapshot.peers).map_err(|e| {
-            io::Error::new(e.kind(), format!("saving {}: {e}", self.peers.display()))
-        })?;
-        persist::save(&self.bans, BANS_KIND, &snapshot.bans)
-            .map_err(|e| io::Error::new(e.kind(), format!("saving {}: {e}", self.bans.display())))
+        let files = [
+            (&self.peers, PEERS_KIND, &snapshot.peers),
+            (&self.bans, BANS_KIND, &snapshot.bans),
+        ];
+        for (path, kind, bytes) in files {
+            if let Some(bytes) = bytes {
+                persist::save(path, kind, bytes).map_err(|e| {
+                    io::Error::new(e.kind(), format!("saving {}: {e}", path.display()))
+                })?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -199,7 +199,11 @@ impl Filter {
             } => (
                 EventKind::Ban,
                 None,
-                json!({"subnet": subnet, "until": until, "reason": reason}),
+                json!({
+                    "subnet": subnet.to_string(),
+                    "until": until.as_secs(),
+                    "reason": reason.to_string(),
+                }),
             ),
             PoolEvent::Evicted { id, addr } => (
                 EventKind::Eviction,
