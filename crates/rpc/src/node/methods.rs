@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bitcoin::p2p::ServiceFlags;
-use peerpool_core::addr::{NetAddr, Network};
+use peerpool_core::addr::{AddrSpec, NetAddr, Network};
 use peerpool_core::peer::PeerConfig;
 use peerpool_net::pool::{AddTried, ConnKind, PeerDetails, Subnet};
 use peerpool_net::Direction;
@@ -522,20 +522,13 @@ async fn connections(ctx: &Context) -> Result<Vec<PeerDetails>, RpcError> {
 }
 
 /// A node address as `addnode` and `disconnectnode` take it; the chain's port when none.
+/// Host names are refused: the pool dials addresses. So is port 0 outside I2P, where no peer
+/// can listen.
 fn parse_node(ctx: &Context, s: &str) -> Option<NetAddr> {
-    if let Ok(a) = NetAddr::from_str(s) {
-        if a.port != 0 || a.network() == Network::I2p {
-            return Some(a);
-        }
-    }
-    let bare = s.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = IpAddr::from_str(bare) {
-        return Some(NetAddr::from_socket(
-            (ip, ctx.daemon.chain.default_port).into(),
-        ));
-    }
-    let with_port = format!("{s}:{}", ctx.daemon.chain.default_port);
-    NetAddr::from_str(&with_port).ok()
+    AddrSpec::parse(s, ctx.daemon.chain.default_port)
+        .ok()?
+        .addr()
+        .filter(|a| a.port != 0 || a.network() == Network::I2p)
 }
 
 async fn addnode(ctx: &Context, m: &Method, args: &[Value]) -> Result<Value, RpcError> {
@@ -684,15 +677,9 @@ async fn setban(ctx: &Context, m: &Method, args: &[Value]) -> Result<Value, RpcE
 }
 
 fn parse_network(s: &str) -> Option<Network> {
-    [
-        Network::Ipv4,
-        Network::Ipv6,
-        Network::Onion,
-        Network::I2p,
-        Network::Cjdns,
-    ]
-    .into_iter()
-    .find(|n| n.as_str() == s.to_ascii_lowercase())
+    Network::ALL
+        .into_iter()
+        .find(|n| n.as_str() == s.to_ascii_lowercase())
 }
 
 async fn getnodeaddresses(ctx: &Context, args: &[Value]) -> Result<Value, RpcError> {
@@ -785,25 +772,19 @@ async fn getnetworkinfo(ctx: &Context) -> Result<Value, RpcError> {
         .collect();
     offsets.sort_unstable();
     let timeoffset = offsets.get(offsets.len() / 2).copied().unwrap_or(0);
-    let networks: Vec<Value> = [
-        Network::Ipv4,
-        Network::Ipv6,
-        Network::Onion,
-        Network::I2p,
-        Network::Cjdns,
-    ]
-    .iter()
-    .map(|n| {
-        let reachable = matches!(n, Network::Ipv4 | Network::Ipv6);
-        json!({
-            "name": n.as_str(),
-            "limited": !reachable,
-            "reachable": reachable,
-            "proxy": "",
-            "proxy_randomize_credentials": false,
+    let networks: Vec<Value> = Network::ALL
+        .iter()
+        .map(|n| {
+            let reachable = matches!(n, Network::Ipv4 | Network::Ipv6);
+            json!({
+                "name": n.as_str(),
+                "limited": !reachable,
+                "reachable": reachable,
+                "proxy": "",
+                "proxy_randomize_credentials": false,
+            })
         })
-    })
-    .collect();
+        .collect();
     let local: Vec<Value> = d
         .listening
         .iter()
