@@ -8,13 +8,17 @@
 //! - [`events`]: the pool's event bus as a stream of JSON-RPC notifications, served on the
 //!   admin listener after `subscribe`.
 //!
-//! Every listener gets a [`Daemon`]: what it needs to know about the process it serves.
+//! Every listener gets a [`Daemon`]: what it needs to know about the process it serves, and
+//! answers failures with one [`RpcError`] type and one table of codes ([`error`]).
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod error;
 pub mod events;
 pub mod node;
+
+pub use error::RpcError;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use crate::Daemon;
+use crate::{Daemon, RpcError};
 
 /// The admin listener's default port: not ElectrumX's 8000 (so both run on one host), nor
 /// any built-in chain's P2P or RPC port.
@@ -163,13 +163,10 @@ async fn accept_loop(
             // connection's end alone.
             let error = jsonrpc::error_response(
                 serde_json::Value::Null,
-                &jsonrpc::RpcError::new(
-                    jsonrpc::INTERNAL_ERROR,
-                    format!(
-                        "too many admin connections (at most {})",
-                        config.max_connections
-                    ),
-                ),
+                &RpcError::internal(format!(
+                    "too many admin connections (at most {})",
+                    config.max_connections
+                )),
             );
             let _ = stream.try_write(format!("{error}\n").as_bytes());
             continue;

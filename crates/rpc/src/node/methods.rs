@@ -13,8 +13,8 @@ use peerpool_net::Direction;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::error::{self, RpcError};
 use super::Context;
+use crate::error::{self, RpcError};
 
 /// How long `setban add` bans without a `bantime`. Bitcoin Core: `DEFAULT_MISBEHAVING_BANTIME`
 /// (24 hours).

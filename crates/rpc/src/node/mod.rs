@@ -30,7 +30,6 @@
 
 pub mod auth;
 pub mod client;
-pub mod error;
 mod methods;
 pub mod metrics;
 
@@ -58,12 +57,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 pub use auth::{Cookie, Credentials, RpcAuth};
-pub use error::RpcError;
 pub use methods::DEFAULT_BANTIME;
 pub use metrics::Metrics;
 /// The JSON library of requests and replies, for callers of [`client`].
 pub use serde_json;
 
+use crate::error::{self, RpcError};
 use crate::Daemon;
 use peerpool_core::addr::Host;
 use peerpool_core::pool::banman::Subnet;
