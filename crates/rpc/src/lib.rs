@@ -46,29 +46,3 @@ pub struct Daemon {
     /// Cancelled to stop the whole daemon (`stop`).
     pub shutdown: CancellationToken,
 }
-
-/// Waits for the next connection on `listener`; `None` once `stop` is cancelled. A failed
-/// accept (out of file descriptors, most likely) is logged and retried after a pause rather
-/// than in a spin; `what` names the listener in that log line.
-pub(crate) async fn accept_next(
-    listener: &tokio::net::TcpListener,
-    stop: &CancellationToken,
-    what: &str,
-) -> Option<(tokio::net::TcpStream, SocketAddr)> {
-    loop {
-        let accepted = tokio::select! {
-            () = stop.cancelled() => return None,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok(a) => return Some(a),
-            Err(e) => {
-                tracing::warn!("{what}: accepting a connection: {e}");
-                tokio::select! {
-                    () = stop.cancelled() => return None,
-                    () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
-                }
-            }
-        }
-    }
-}

@@ -155,7 +155,7 @@ async fn accept_loop(
     tasks: TaskTracker,
     open: Arc<AtomicUsize>,
 ) {
-    while let Some((stream, from)) = crate::accept_next(&listener, &stop, "admin listener").await {
+    while let Some((stream, from)) = peerpool_net::next_connection(&listener, &stop).await {
         if open.fetch_add(1, Ordering::AcqRel) >= config.max_connections {
             open.fetch_sub(1, Ordering::AcqRel);
             debug!(%from, "admin listener full: closing a new connection");

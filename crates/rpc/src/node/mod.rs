@@ -317,7 +317,7 @@ async fn accept_loop(
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
-    while let Some((stream, from)) = crate::accept_next(&listener, &stop, "RPC listener").await {
+    while let Some((stream, from)) = peerpool_net::next_connection(&listener, &stop).await {
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(gate.routes_for(from));
         let stop = stop.clone();
