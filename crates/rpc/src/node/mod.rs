@@ -57,7 +57,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 pub use auth::{Cookie, Credentials, RpcAuth};
-pub use methods::DEFAULT_BANTIME;
 pub use metrics::Metrics;
 /// The JSON library of requests and replies, for callers of [`client`].
 pub use serde_json;
