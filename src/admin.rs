@@ -1,7 +1,7 @@
 //! The daemon's admin listener flags, `peerpool admin` and `peerpool events`.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{Ipv6Addr, SocketAddr};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -10,6 +10,7 @@ use peerpool_rpc::admin::serde_json::{json, Map, Value};
 use peerpool_rpc::admin::{table, AdminServer, Config, DEFAULT_PORT};
 use tracing::{debug, info, warn};
 
+use crate::cli::socket_addr;
 use crate::config::{pick_list, FileConfig};
 
 /// `peerpool run`'s flags for the admin listener.
@@ -40,7 +41,11 @@ impl ServerArgs {
         let specs = pick_list(&self.admin_bind, &file.admin_bind);
         let mut bind = Vec::new();
         for spec in &specs {
-            bind.push(resolve(spec).with_context(|| format!("--admin-bind {spec:?}"))?);
+            bind.push(
+                socket_addr(spec, DEFAULT_PORT)
+                    .await
+                    .with_context(|| format!("--admin-bind {spec:?}"))?,
+            );
         }
         let defaults = bind.is_empty();
         if defaults {
@@ -76,26 +81,6 @@ impl ServerArgs {
         }
         Ok(Some(server))
     }
-}
-
-/// IP, IP:PORT, [IPv6]:PORT or HOST:PORT; a missing port is [`DEFAULT_PORT`].
-fn resolve(spec: &str) -> anyhow::Result<SocketAddr> {
-    if let Ok(a) = spec.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    let bare = spec.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, DEFAULT_PORT));
-    }
-    let with_port = if spec.contains(':') {
-        spec.to_owned()
-    } else {
-        format!("{spec}:{DEFAULT_PORT}")
-    };
-    with_port
-        .to_socket_addrs()?
-        .next()
-        .with_context(|| format!("{spec:?} resolved to nothing"))
 }
 
 /// Where `peerpool admin` and `peerpool events` find the daemon.
@@ -298,9 +283,10 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("admin-bind = \"x\"").is_err());
     }
 
-    #[test]
-    fn admin_bind_takes_the_default_port() {
-        assert_eq!(resolve("127.0.0.1").unwrap().port(), DEFAULT_PORT);
-        assert_eq!(resolve("[::1]:9").unwrap().port(), 9);
+    #[tokio::test]
+    async fn admin_bind_takes_the_default_port() {
+        let resolve = |spec| socket_addr(spec, DEFAULT_PORT);
+        assert_eq!(resolve("127.0.0.1").await.unwrap().port(), DEFAULT_PORT);
+        assert_eq!(resolve("[::1]:9").await.unwrap().port(), 9);
     }
 }

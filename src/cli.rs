@@ -1,14 +1,14 @@
 //! Command-line interface and the `run` subcommand.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use peerpool::core::addr::NetAddr;
+use peerpool::core::addr::{AddrSpec, NetAddr};
 use peerpool::core::peer::{PeerConfig, UserAgent};
-use peerpool::net::discovery::resolve_via_tor;
-use peerpool::net::pool::{self, Pool, DEFAULT_CONNECT_TIMEOUT};
+use peerpool::net::discovery;
+use peerpool::net::pool::{self, Pool};
 use peerpool::net::Config;
 use peerpool::wire::chain::ChainParams;
 use peerpool::wire::Network;
@@ -188,32 +188,13 @@ pub fn user_agent(comments: &[String]) -> anyhow::Result<UserAgent> {
     UserAgent::new("peerpool", env!("CARGO_PKG_VERSION"), &comments).context("--user-agent-comment")
 }
 
-/// Parses IP, IP:PORT, [IPv6]:PORT or HOST:PORT; a missing port is the chain's default.
-pub async fn resolve(spec: &str, default_port: u16) -> anyhow::Result<SocketAddr> {
-    if let Ok(sa) = spec.parse::<SocketAddr>() {
-        return Ok(sa);
-    }
-    if let Ok(ip) = spec
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-    {
-        return Ok(SocketAddr::new(ip, default_port));
-    }
-    let with_port = if spec
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        spec.to_owned()
-    } else {
-        format!("{spec}:{default_port}")
-    };
-    let mut found = tokio::net::lookup_host(&with_port)
-        .await
-        .with_context(|| format!("address {spec:?} is not IP[:PORT] and did not resolve"))?;
-    found
-        .next()
-        .with_context(|| format!("address {spec:?} resolved to nothing"))
+/// The socket address `spec` names: IP, IP:PORT, [IPv6]:PORT or HOST[:PORT], `default_port`
+/// where none is written. For listeners and RPC clients, so never through the proxy.
+pub async fn socket_addr(spec: &str, default_port: u16) -> anyhow::Result<SocketAddr> {
+    discovery::resolve(spec, default_port, None)
+        .await?
+        .to_socket()
+        .with_context(|| format!("address {spec:?} is not an IP address"))
 }
 
 fn data_dir(base: Option<&Path>, chain: &ChainParams) -> anyhow::Result<PathBuf> {
@@ -235,40 +216,8 @@ fn data_dir(base: Option<&Path>, chain: &ChainParams) -> anyhow::Result<PathBuf>
     Ok(dir)
 }
 
-/// A peer address: IP:PORT, [IPv6]:PORT and NAME.onion:PORT as they are, a bare IP with the
-/// chain's port, a host name resolved (through the proxy when there is one).
-async fn peer_addr(
-    spec: &str,
-    default_port: u16,
-    proxy: Option<SocketAddr>,
-) -> anyhow::Result<NetAddr> {
-    if let Ok(a) = spec.parse::<NetAddr>() {
-        if a.port != 0 || a.to_socket().is_none() {
-            return Ok(a);
-        }
-    }
-    if let Some(name) = spec.strip_suffix(".onion") {
-        // An onion name without a port gets the chain's.
-        return format!("{name}.onion:{default_port}")
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{e}"));
-    }
-    if let Some(proxy) = proxy {
-        let (host, port) = match spec.rsplit_once(':') {
-            Some((h, p)) if p.parse::<u16>().is_ok() => (h, p.parse().unwrap_or(default_port)),
-            _ => (spec, default_port),
-        };
-        let ips = resolve_via_tor(proxy, host, DEFAULT_CONNECT_TIMEOUT)
-            .await
-            .with_context(|| format!("resolving {spec:?} through the proxy"))?;
-        let ip = ips
-            .first()
-            .with_context(|| format!("{spec:?} resolved to nothing"))?;
-        return Ok(NetAddr::from_socket(SocketAddr::new(*ip, port)));
-    }
-    Ok(NetAddr::from_socket(resolve(spec, default_port).await?))
-}
-
+/// Peer addresses: IP:PORT, [IPv6]:PORT and NAME.onion:PORT as they are, the chain's port
+/// where none is written, host names resolved (through the proxy when there is one).
 async fn peer_addrs(
     specs: Vec<String>,
     flag: &str,
@@ -278,13 +227,16 @@ async fn peer_addrs(
     let mut out = Vec::new();
     for spec in &specs {
         out.push(
-            peer_addr(spec, default_port, proxy)
+            discovery::resolve(spec, default_port, proxy)
                 .await
                 .with_context(|| format!("--{flag}"))?,
         );
     }
     Ok(out)
 }
+
+/// The port of a `--proxy` given without one: Tor's SOCKS port.
+const DEFAULT_PROXY_PORT: u16 = 9050;
 
 /// Everything `run` needs, from the flags over the file.
 struct Settings {
@@ -323,18 +275,17 @@ async fn settings(args: RunArgs) -> anyhow::Result<Settings> {
 
     let proxy = match pick(args.proxy.clone(), file.proxy.clone()) {
         None => None,
-        Some(p) => Some(match p.parse::<SocketAddr>() {
-            Ok(sa) => sa,
-            Err(_) => SocketAddr::new(
-                p.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<IpAddr>()
-                    .map_err(|_| {
-                        anyhow::anyhow!("--proxy {p:?}: expected IP:PORT (or IP, for port 9050)")
-                    })?,
-                9050,
-            ),
-        }),
+        Some(p) => Some(
+            AddrSpec::parse(&p, DEFAULT_PROXY_PORT)
+                .ok()
+                .and_then(|spec| spec.addr())
+                .and_then(NetAddr::to_socket)
+                .with_context(|| {
+                    format!(
+                        "--proxy {p:?}: expected IP:PORT (or IP, for port {DEFAULT_PROXY_PORT})"
+                    )
+                })?,
+        ),
     };
     let port = chain.default_port;
     let connect = peer_addrs(
@@ -366,7 +317,7 @@ async fn settings(args: RunArgs) -> anyhow::Result<Settings> {
     let mut listen = Vec::new();
     if !no_listen {
         for spec in listen_specs {
-            listen.push(resolve(&spec, port).await.context("--listen")?);
+            listen.push(socket_addr(&spec, port).await.context("--listen")?);
         }
         if listen.is_empty() {
             listen.push(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port));

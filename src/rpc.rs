@@ -1,6 +1,6 @@
 //! The daemon's Bitcoin Core-compatible RPC server flags, and `peerpool rpc`.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -8,6 +8,7 @@ use clap::Args;
 use peerpool_rpc::node::serde_json::{self, Map, Value};
 use peerpool_rpc::node::{auth, client, default_port, Config, Credentials, RpcAuth, Server};
 
+use crate::cli::socket_addr;
 use crate::config::{pick, pick_list, FileConfig};
 use peerpool_core::pool::banman::Subnet;
 
@@ -52,7 +53,11 @@ impl ServerArgs {
         let specs = pick_list(&self.rpc_bind, &file.rpc_bind);
         let mut bind = Vec::new();
         for spec in &specs {
-            bind.push(resolve(spec, port).with_context(|| format!("--rpc-bind {spec:?}"))?);
+            bind.push(
+                socket_addr(spec, port)
+                    .await
+                    .with_context(|| format!("--rpc-bind {spec:?}"))?,
+            );
         }
         if bind.is_empty() {
             bind.push(SocketAddr::from(([127, 0, 0, 1], port)));
@@ -124,25 +129,6 @@ impl ServerArgs {
         let server = Server::start_on(config, daemon.clone(), listeners).await?;
         Ok(Some(server))
     }
-}
-
-fn resolve(spec: &str, port: u16) -> anyhow::Result<SocketAddr> {
-    if let Ok(a) = spec.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    let bare = spec.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    let with_port = if spec.contains(':') {
-        spec.to_owned()
-    } else {
-        format!("{spec}:{port}")
-    };
-    with_port
-        .to_socket_addrs()?
-        .next()
-        .with_context(|| format!("{spec:?} resolved to nothing"))
 }
 
 /// `peerpool rpc METHOD [ARGS...]`.
@@ -227,7 +213,9 @@ pub async fn client(args: ClientArgs) -> anyhow::Result<u8> {
         .rpc_connect
         .clone()
         .unwrap_or_else(|| format!("127.0.0.1:{port}"));
-    let addr = resolve(&target, port).with_context(|| format!("--rpc-connect {target:?}"))?;
+    let addr = socket_addr(&target, port)
+        .await
+        .with_context(|| format!("--rpc-connect {target:?}"))?;
     let (user, password) = match (args.rpc_user.clone(), args.rpc_password.clone()) {
         (Some(u), Some(p)) => (u, p),
         _ => {

@@ -18,6 +18,11 @@
 //! make only one outbound connection to the whole group. Here each loopback address counts as a
 //! host of its own, as it does on a test machine, while real networks group exactly as Core
 //! does.
+//!
+//! ## Addresses as people write them
+//! [`AddrSpec::parse`] reads what a flag, a config file or an RPC argument holds (`IP`,
+//! `IP:PORT`, `[IPv6]:PORT`, `NAME.onion[:PORT]`, `NAME.b32.i2p`, `HOST[:PORT]`), filling in a
+//! default port. It does no I/O: a host name stays a name, for the runtime to resolve.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -42,6 +47,15 @@ pub enum Network {
 }
 
 impl Network {
+    /// Every network, in BIP155's order (Bitcoin Core lists them so in RPC).
+    pub const ALL: [Network; 5] = [
+        Network::Ipv4,
+        Network::Ipv6,
+        Network::Onion,
+        Network::I2p,
+        Network::Cjdns,
+    ];
+
     /// The name Bitcoin Core uses in RPC (`ipv4`, `ipv6`, `onion`, `i2p`, `cjdns`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -336,34 +350,175 @@ impl FromStr for NetAddr {
             Some((n, p)) => (n, p.parse::<u16>().map_err(|_| err())?),
             None => (s, 0),
         };
-        let lower = name.to_ascii_lowercase();
-        if let Some(b) = lower.strip_suffix(".onion") {
-            let raw = unbase32(b)
-                .filter(|r| b.len() == 56 && r.len() == 35)
-                .ok_or_else(err)?;
-            let mut key = [0u8; 32];
-            key.copy_from_slice(&raw[..32]);
-            if raw[34] != 3 || raw[32..34] != onion_checksum(&key) {
-                return Err(err());
-            }
-            return Ok(NetAddr {
-                host: Host::TorV3(key),
-                port,
-            });
-        }
-        if let Some(b) = lower.strip_suffix(".b32.i2p") {
-            let raw = unbase32(b)
-                .filter(|r| b.len() == 52 && r.len() == 32)
-                .ok_or_else(err)?;
-            let mut key = [0u8; 32];
-            key.copy_from_slice(&raw);
-            return Ok(NetAddr {
-                host: Host::I2p(key),
-                port,
-            });
-        }
-        Err(err())
+        overlay_host(name)
+            .map(|host| NetAddr { host, port })
+            .ok_or_else(err)
     }
+}
+
+/// A Tor v3 or I2P host from its name (`<56 chars>.onion`, `<52 chars>.b32.i2p`, any case);
+/// `None` for any other text, or a name whose length or checksum is wrong.
+fn overlay_host(name: &str) -> Option<Host> {
+    let lower = name.to_ascii_lowercase();
+    if let Some(b) = lower.strip_suffix(".onion") {
+        let raw = unbase32(b).filter(|r| b.len() == 56 && r.len() == 35)?;
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&raw[..32]);
+        if raw[34] != 3 || raw[32..34] != onion_checksum(&key) {
+            return None;
+        }
+        return Some(Host::TorV3(key));
+    }
+    if let Some(b) = lower.strip_suffix(".b32.i2p") {
+        let raw = unbase32(b).filter(|r| b.len() == 52 && r.len() == 32)?;
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&raw);
+        return Some(Host::I2p(key));
+    }
+    None
+}
+
+/// An address as a person writes it in a flag, a config file or an RPC argument: either an
+/// address of any network, or a host name still to be resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum AddrSpec {
+    /// An IP, Tor or I2P address, with the port written or the default one.
+    Addr(NetAddr),
+    /// A host name for a resolver (the system's, or a proxy's), and the port.
+    Name {
+        /// The name as written (a trailing dot kept).
+        host: String,
+        /// The port written, or the default one.
+        port: u16,
+    },
+}
+
+/// Why [`AddrSpec::parse`] refused a text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AddrSpecError {
+    /// Nothing was written.
+    #[error("empty address")]
+    Empty,
+    /// The host is fine, the port after it is not a number from 0 to 65535.
+    #[error("invalid port in address {0:?}")]
+    Port(String),
+    /// Neither an address nor a host name.
+    #[error(
+        "invalid address {0:?}: expected IP, IP:PORT, [IPv6]:PORT, NAME.onion[:PORT], \
+         NAME.b32.i2p or HOST[:PORT]"
+    )]
+    Invalid(String),
+}
+
+impl AddrSpec {
+    /// Reads `IP`, `IP:PORT`, `[IPv6]` or `[IPv6]:PORT`, `NAME.onion[:PORT]`,
+    /// `NAME.b32.i2p[:PORT]` or `HOST[:PORT]`. Where no port is written, IP, Tor and host name
+    /// addresses get `default_port` and I2P ones 0 (I2P has no ports). Never does I/O.
+    pub fn parse(s: &str, default_port: u16) -> Result<AddrSpec, AddrSpecError> {
+        if s.is_empty() {
+            return Err(AddrSpecError::Empty);
+        }
+        if let Ok(sa) = s.parse::<SocketAddr>() {
+            return Ok(AddrSpec::Addr(NetAddr::from_socket(sa)));
+        }
+        if let Ok(ip) = unbracket(s).parse::<IpAddr>() {
+            return Ok(AddrSpec::Addr(NetAddr::from_socket(SocketAddr::new(
+                ip,
+                default_port,
+            ))));
+        }
+        let (host_text, port_text) = match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        };
+        // Judge the host before the port, so that garbage is called garbage even when what
+        // follows its last colon is not a number either.
+        enum Kind {
+            Ip(IpAddr),
+            Overlay(Host),
+            Name,
+        }
+        let kind = if let Ok(ip) = unbracket(host_text).parse::<IpAddr>() {
+            Kind::Ip(ip)
+        } else if let Some(host) = overlay_host(host_text) {
+            Kind::Overlay(host)
+        } else if is_host_name(host_text) && !is_overlay_name(host_text) {
+            Kind::Name
+        } else {
+            return Err(AddrSpecError::Invalid(s.to_owned()));
+        };
+        let port = match port_text {
+            None => None,
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| AddrSpecError::Port(s.to_owned()))?,
+            ),
+        };
+        Ok(match kind {
+            Kind::Ip(ip) => AddrSpec::Addr(NetAddr::from_socket(SocketAddr::new(
+                ip,
+                port.unwrap_or(default_port),
+            ))),
+            Kind::Overlay(host @ Host::I2p(_)) => AddrSpec::Addr(NetAddr {
+                host,
+                port: port.unwrap_or(0),
+            }),
+            Kind::Overlay(host) => AddrSpec::Addr(NetAddr {
+                host,
+                port: port.unwrap_or(default_port),
+            }),
+            Kind::Name => AddrSpec::Name {
+                host: host_text.to_owned(),
+                port: port.unwrap_or(default_port),
+            },
+        })
+    }
+
+    /// The address, when no resolver is needed for it.
+    pub fn addr(&self) -> Option<NetAddr> {
+        match self {
+            AddrSpec::Addr(a) => Some(*a),
+            AddrSpec::Name { .. } => None,
+        }
+    }
+}
+
+/// `s` without one pair of enclosing brackets, as IPv6 addresses are written before a port.
+fn unbracket(s: &str) -> &str {
+    s.strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s)
+}
+
+/// Whether `name` is in a Tor or I2P domain. A malformed one is refused rather than handed
+/// to a DNS resolver, which could not answer and would learn the name.
+fn is_overlay_name(name: &str) -> bool {
+    let lower = name.trim_end_matches('.').to_ascii_lowercase();
+    lower.ends_with(".onion") || lower.ends_with(".i2p")
+}
+
+/// Whether `s` is a DNS host name: dot-separated labels of letters, digits, `-` and `_`,
+/// none empty or longer than 63 bytes, 253 bytes in all, a trailing dot allowed. A last label
+/// of digits alone is refused (RFC 3696, section 2), so that `300.1.1.1` is an invalid IP
+/// rather than a name to look up.
+fn is_host_name(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    if s.is_empty() || s.len() > 253 {
+        return false;
+    }
+    let labels_ok = s.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    let numeric_top = s
+        .rsplit('.')
+        .next()
+        .is_some_and(|top| top.bytes().all(|b| b.is_ascii_digit()));
+    labels_ok && !numeric_top
 }
 
 #[cfg(test)]
@@ -443,5 +598,101 @@ mod tests {
             NetAddr::from_addrv2(&AddrV2::Cjdns("2001::1".parse().unwrap()), 1),
             None
         );
+    }
+
+    const TOR: &str = "2gzyxa5ihm7nsggfxnu52rck2vv4rvmdlkiu3zzui5du4xyclen53wid.onion";
+
+    fn spec(s: &str) -> Result<AddrSpec, AddrSpecError> {
+        AddrSpec::parse(s, 8333)
+    }
+
+    fn spec_addr(s: &str) -> String {
+        match spec(s) {
+            Ok(AddrSpec::Addr(a)) => a.to_string(),
+            other => panic!("{s:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn specs_of_ip_addresses_take_the_default_port_when_none_is_written() {
+        assert_eq!(spec_addr("1.2.3.4"), "1.2.3.4:8333");
+        assert_eq!(spec_addr("1.2.3.4:18444"), "1.2.3.4:18444");
+        assert_eq!(spec_addr("1.2.3.4:0"), "1.2.3.4:0");
+        assert_eq!(spec_addr("[2001:db8::1]:9"), "[2001:db8::1]:9");
+        assert_eq!(spec_addr("[2001:db8::1]"), "[2001:db8::1]:8333");
+        assert_eq!(spec_addr("2001:db8::1"), "[2001:db8::1]:8333");
+        assert_eq!(spec_addr("[::ffff:1.2.3.4]:5"), "1.2.3.4:5");
+    }
+
+    #[test]
+    fn specs_with_a_bad_port_say_so() {
+        for s in [
+            "1.2.3.4:x",
+            "1.2.3.4:65536",
+            "[::1]:99999",
+            "[::1]:",
+            "seed.example:-1",
+        ] {
+            assert_eq!(spec(s), Err(AddrSpecError::Port(s.into())), "{s}");
+        }
+    }
+
+    #[test]
+    fn specs_of_onion_and_i2p_names() {
+        assert_eq!(spec_addr(TOR), format!("{TOR}:8333"));
+        assert_eq!(spec_addr(&format!("{TOR}:9")), format!("{TOR}:9"));
+        assert_eq!(
+            spec_addr(&TOR.to_ascii_uppercase()),
+            format!("{TOR}:8333"),
+            "names are read in any case"
+        );
+        let i2p = NetAddr {
+            host: Host::I2p([7; 32]),
+            port: 0,
+        };
+        let name = i2p.host.to_string();
+        assert_eq!(spec(&name).unwrap().addr(), Some(i2p), "I2P has no port");
+        // A name that ends like an onion but is not one is not looked up as a host.
+        let bad = format!("3{}", &TOR[1..]);
+        assert_eq!(spec(&bad), Err(AddrSpecError::Invalid(bad.clone())));
+    }
+
+    #[test]
+    fn host_names_stay_names() {
+        let name = |s: &str| match spec(s) {
+            Ok(AddrSpec::Name { host, port }) => (host, port),
+            other => panic!("{s:?}: {other:?}"),
+        };
+        assert_eq!(name("localhost"), ("localhost".into(), 8333));
+        assert_eq!(
+            name("seed.example.org:18333"),
+            ("seed.example.org".into(), 18333)
+        );
+        assert_eq!(
+            name("dns_seed.example."),
+            ("dns_seed.example.".into(), 8333)
+        );
+        assert_eq!(spec("localhost").unwrap().addr(), None);
+    }
+
+    #[test]
+    fn empty_and_garbage_specs_are_refused() {
+        assert_eq!(spec(""), Err(AddrSpecError::Empty));
+        for s in [
+            "not an address",
+            "300.1.1.1:5",
+            "1.2.3.4.5",
+            "[::1",
+            "[seed.example]:1",
+            "a:b:c",
+            "-bad.example",
+            "a..b",
+            ":8333",
+            "host/path",
+        ] {
+            assert_eq!(spec(s), Err(AddrSpecError::Invalid(s.into())), "{s}");
+        }
+        let long = format!("{}.example", "a".repeat(64));
+        assert!(spec(&long).is_err());
     }
 }

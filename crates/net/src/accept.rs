@@ -13,9 +13,10 @@ use tracing::{debug, warn};
 use crate::config::Config;
 use crate::peer::Peer;
 
-/// Pause after the process runs out of file descriptors before accepting again: the pending
-/// connection stays in the kernel's backlog, and retrying at once would spin.
-const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
+/// Pause after a failed accept that is not the remote's doing (out of file descriptors, most
+/// likely) before accepting again: the pending connection stays in the kernel's backlog, and
+/// retrying at once would spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Limits applied by [`accept_loop`].
 #[derive(Clone, Debug)]
@@ -43,23 +44,7 @@ pub async fn accept_loop(
 ) {
     let live = Arc::new(AtomicUsize::new(0));
     let mut warned_full = false;
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        let (stream, addr) = match accepted {
-            Ok(x) => x,
-            Err(e) if is_fd_exhaustion(&e) => {
-                warn!("accept: {e}; pausing {EMFILE_BACKOFF:?} (raise the open-file limit)");
-                tokio::time::sleep(EMFILE_BACKOFF).await;
-                continue;
-            }
-            Err(e) => {
-                debug!("accept: {e}");
-                continue;
-            }
-        };
+    while let Some((stream, addr)) = next_connection(&listener, &shutdown).await {
         if live.load(Ordering::Relaxed) >= limits.max_inbound {
             if !warned_full {
                 warn!(
@@ -77,6 +62,43 @@ pub async fn accept_loop(
         let peer = Peer::new_inbound_counted(Arc::clone(&config), Arc::clone(&live));
         peer.associate_connection(stream);
         on_peer(peer);
+    }
+}
+
+/// Waits for the next connection on `listener`; `None` once `shutdown` is cancelled.
+///
+/// A connection the remote gave up on before it was taken (reset, aborted) is skipped at once; any other
+/// failure, above all running out of file descriptors (EMFILE, ENFILE), is logged and followed
+/// by a pause, so that a listener never spins on an error that the next accept would repeat.
+pub async fn next_connection(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return None,
+            r = listener.accept() => r,
+        };
+        let e = match accepted {
+            Ok(conn) => return Some(conn),
+            Err(e) => e,
+        };
+        let local = listener
+            .local_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+        if is_remote_failure(&e) {
+            debug!(listener = %local, "accept: {e}");
+            continue;
+        }
+        if is_fd_exhaustion(&e) {
+            warn!(listener = %local, "accept: {e}; pausing {ACCEPT_BACKOFF:?} (raise the open-file limit)");
+        } else {
+            warn!(listener = %local, "accept: {e}; pausing {ACCEPT_BACKOFF:?}");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+        }
     }
 }
 
@@ -129,7 +151,35 @@ pub(crate) async fn connect_from(
     }
 }
 
+/// The remote closed or reset the connection before it was taken: nothing wrong here.
+fn is_remote_failure(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    )
+}
+
 fn is_fd_exhaustion(e: &io::Error) -> bool {
     // EMFILE (24): per-process limit; ENFILE (23): system-wide limit.
     matches!(e.raw_os_error(), Some(23) | Some(24))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn next_connection_hands_over_connections_until_shutdown() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let shutdown = CancellationToken::new();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (_stream, from) = next_connection(&listener, &shutdown).await.unwrap();
+        assert_eq!(from, client.local_addr().unwrap());
+        shutdown.cancel();
+        assert!(next_connection(&listener, &shutdown).await.is_none());
+    }
 }

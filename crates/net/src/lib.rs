@@ -61,7 +61,7 @@ mod peer;
 pub mod persist;
 pub mod pool;
 
-pub use accept::{accept_loop, dial, dial_from, AcceptLimits};
+pub use accept::{accept_loop, dial, dial_from, next_connection, AcceptLimits};
 pub use config::{Config, NewestBlock};
 pub use listeners::Listeners;
 pub use peer::Peer;

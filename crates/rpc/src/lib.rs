@@ -8,13 +8,17 @@
 //! - [`events`]: the pool's event bus as a stream of JSON-RPC notifications, served on the
 //!   admin listener after `subscribe`.
 //!
-//! Every listener gets a [`Daemon`]: what it needs to know about the process it serves.
+//! Every listener gets a [`Daemon`]: what it needs to know about the process it serves, and
+//! answers failures with one [`RpcError`] type and one table of codes ([`error`]).
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod error;
 pub mod events;
 pub mod node;
+
+pub use error::RpcError;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,30 +45,4 @@ pub struct Daemon {
     pub listening: Vec<SocketAddr>,
     /// Cancelled to stop the whole daemon (`stop`).
     pub shutdown: CancellationToken,
-}
-
-/// Waits for the next connection on `listener`; `None` once `stop` is cancelled. A failed
-/// accept (out of file descriptors, most likely) is logged and retried after a pause rather
-/// than in a spin; `what` names the listener in that log line.
-pub(crate) async fn accept_next(
-    listener: &tokio::net::TcpListener,
-    stop: &CancellationToken,
-    what: &str,
-) -> Option<(tokio::net::TcpStream, SocketAddr)> {
-    loop {
-        let accepted = tokio::select! {
-            () = stop.cancelled() => return None,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok(a) => return Some(a),
-            Err(e) => {
-                tracing::warn!("{what}: accepting a connection: {e}");
-                tokio::select! {
-                    () = stop.cancelled() => return None,
-                    () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
-                }
-            }
-        }
-    }
 }

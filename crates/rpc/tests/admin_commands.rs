@@ -6,8 +6,8 @@ mod admin_support;
 use admin_support::*;
 use peerpool_net::bus::PoolEvent;
 use peerpool_rpc::admin::client::Client;
-use peerpool_rpc::admin::jsonrpc::INVALID_PARAMS;
 use peerpool_rpc::admin::Config;
+use peerpool_rpc::error::INVALID_PARAMS;
 use serde_json::{json, Value};
 
 /// A hub with two spokes dialed in, and a client of the hub's admin listener.

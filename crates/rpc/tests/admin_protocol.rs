@@ -8,10 +8,8 @@ use std::time::Duration;
 
 use admin_support::*;
 use peerpool_rpc::admin::client::Client;
-use peerpool_rpc::admin::jsonrpc::{
-    INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
-};
 use peerpool_rpc::admin::Config;
+use peerpool_rpc::error::{INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -90,7 +88,7 @@ async fn bad_requests_get_json_rpc_errors_and_the_connection_goes_on() {
     let (_pool, addr) = listener(51, Config::default()).await;
     let mut c = Raw::connect(addr).await;
     let deep = [vec![b'['; 5000], b"\n".to_vec()].concat();
-    let cases: &[(&[u8], i64)] = &[
+    let cases: &[(&[u8], i32)] = &[
         (b"this is not json\n", PARSE_ERROR),
         (
             b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"getinfo\"\n",
@@ -242,7 +240,7 @@ async fn connections_beyond_the_limit_are_told_and_closed() {
     let refused = c.answer().await;
     assert_eq!(
         refused["error"]["code"],
-        peerpool_rpc::admin::jsonrpc::INTERNAL_ERROR
+        peerpool_rpc::error::INTERNAL_ERROR
     );
     assert!(within("the end", c.lines.next_line())
         .await

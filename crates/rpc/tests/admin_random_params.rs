@@ -30,7 +30,7 @@ async fn random_parameters_get_answers_or_clean_errors_and_break_nothing() {
     let mut c = Client::connect(addr).await.unwrap();
 
     let (mut answers, mut errors) = (0, 0);
-    let mut codes = std::collections::BTreeMap::<(i64, &str), usize>::new();
+    let mut codes = std::collections::BTreeMap::<(i32, &str), usize>::new();
     for round in 0..300 {
         for method in METHODS {
             let params = random_params(&mut rng);

@@ -8,13 +8,9 @@ use peerpool_core::addr::NetAddr;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
+use crate::accept::next_connection;
 use crate::discovery::{connect_via_proxy, ProxyCredentials};
-
-/// Pause after the process runs out of file descriptors before accepting again: the pending
-/// connection stays in the kernel's backlog, and retrying at once would spin.
-const EMFILE_BACKOFF: Duration = Duration::from_millis(100);
 
 /// An accepted connection waiting for the driver's verdict.
 pub(crate) struct Accepted {
@@ -28,24 +24,7 @@ pub(crate) async fn accept(
     to_driver: mpsc::Sender<Accepted>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        let (stream, addr) = match accepted {
-            Ok(x) => x,
-            Err(e) if matches!(e.raw_os_error(), Some(23) | Some(24)) => {
-                // EMFILE / ENFILE: out of descriptors.
-                warn!("accept: {e}; pausing {EMFILE_BACKOFF:?} (raise the open-file limit)");
-                tokio::time::sleep(EMFILE_BACKOFF).await;
-                continue;
-            }
-            Err(e) => {
-                debug!("accept: {e}");
-                continue;
-            }
-        };
+    while let Some((stream, addr)) = next_connection(&listener, &shutdown).await {
         let sent = tokio::select! {
             () = shutdown.cancelled() => return,
             r = to_driver.send(Accepted { stream, addr }) => r,

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
-use super::jsonrpc::RpcError;
 use super::lines::{write_line, Line, LineReader};
+use crate::RpcError;
 
 /// Longest line the client takes from the server: answers listing a large address book are
 /// long.
@@ -76,7 +76,10 @@ impl Client {
                 return Err(ClientError::Protocol(format!("unexpected message: {msg}")));
             }
             if let Some(e) = msg.get("error") {
-                let code = e.get("code").and_then(Value::as_i64);
+                let code = e
+                    .get("code")
+                    .and_then(Value::as_i64)
+                    .and_then(|c| i32::try_from(c).ok());
                 let message = e.get("message").and_then(Value::as_str);
                 return match (code, message) {
                     (Some(code), Some(message)) => Ok(Err(RpcError::new(code, message))),

@@ -21,7 +21,8 @@ use peerpool_core::Time;
 use peerpool_net::pool::{KnownAddress, PoolError, SessionInfo};
 use serde_json::{json, Value};
 
-use super::jsonrpc::{Request, RpcError, INTERNAL_ERROR, METHOD_NOT_FOUND};
+use super::jsonrpc::Request;
+use crate::error::{RpcError, METHOD_NOT_FOUND};
 use crate::Daemon;
 
 /// Session flags. The first letter is the direction, then the transport, then the states.
@@ -68,10 +69,6 @@ pub struct Context {
     pub daemon: Daemon,
 }
 
-fn pool_error(e: PoolError) -> RpcError {
-    RpcError::new(INTERNAL_ERROR, e.to_string())
-}
-
 impl Context {
     /// Answers every method but `subscribe` (which changes the connection, see
     /// [`crate::events`]).
@@ -98,7 +95,7 @@ impl Context {
                     .pool
                     .known_addresses()
                     .await
-                    .map_err(pool_error)?;
+                    .map_err(RpcError::internal)?;
                 let now = now();
                 // As ElectrumX lists them: good ones first, the most recently reached first.
                 known.sort_by_key(|k| {
@@ -115,7 +112,12 @@ impl Context {
             "log" => self.log(&session_ids(req)?).await.map(Value::from),
             "peer_count" => {
                 req.named(&[])?;
-                let n = self.daemon.pool.peer_count().await.map_err(pool_error)?;
+                let n = self
+                    .daemon
+                    .pool
+                    .peer_count()
+                    .await
+                    .map_err(RpcError::internal)?;
                 Ok(json!(n))
             }
             "connected_peers" => {
@@ -125,7 +127,7 @@ impl Context {
                     .pool
                     .connected_peers()
                     .await
-                    .map_err(pool_error)?;
+                    .map_err(RpcError::internal)?;
                 Ok(Value::Array(
                     peers.iter().map(crate::events::peer_json).collect(),
                 ))
@@ -133,16 +135,20 @@ impl Context {
             "connect" => {
                 let p = req.named(&["addr"])?;
                 let addr = match p.get("addr") {
-                    Some(Value::String(s)) => s
-                        .parse::<NetAddr>()
-                        .map_err(|_| RpcError::params(format!("connect: not an address: {s:?}")))?,
+                    Some(Value::String(s)) => s.parse::<NetAddr>().map_err(|_| {
+                        RpcError::invalid_params(format!("connect: not an address: {s:?}"))
+                    })?,
                     _ => {
-                        return Err(RpcError::params(
+                        return Err(RpcError::invalid_params(
                             "connect takes an address: {\"addr\": \"IP:PORT\"}",
                         ))
                     }
                 };
-                self.daemon.pool.connect(addr).await.map_err(pool_error)?;
+                self.daemon
+                    .pool
+                    .connect(addr)
+                    .await
+                    .map_err(RpcError::internal)?;
                 Ok(json!(format!("connecting to {addr}")))
             }
             other => Err(RpcError::new(
@@ -153,7 +159,12 @@ impl Context {
     }
 
     async fn sessions(&self) -> Result<Vec<SessionInfo>, RpcError> {
-        let mut s = self.daemon.pool.sessions().await.map_err(pool_error)?;
+        let mut s = self
+            .daemon
+            .pool
+            .sessions()
+            .await
+            .map_err(RpcError::internal)?;
         s.sort_by_key(|s| s.details.id);
         Ok(s)
     }
@@ -161,8 +172,8 @@ impl Context {
     async fn getinfo(&self) -> Result<Value, RpcError> {
         let pool = &self.daemon.pool;
         let sessions = self.sessions().await?;
-        let book = pool.addrman_info().await.map_err(pool_error)?;
-        let bans = pool.list_bans().await.map_err(pool_error)?;
+        let book = pool.addrman_info().await.map_err(RpcError::internal)?;
+        let bans = pool.list_bans().await.map_err(RpcError::internal)?;
         let count = |f: &dyn Fn(&SessionInfo) -> bool| sessions.iter().filter(|s| f(s)).count();
         let groups: std::collections::BTreeSet<&str> =
             sessions.iter().map(|s| s.netgroup.as_str()).collect();
@@ -224,7 +235,7 @@ impl Context {
             match self.daemon.pool.disconnect_peer(id).await {
                 // Gone between the listing and now: what was asked is done.
                 Ok(()) | Err(PoolError::Conn(_)) => {}
-                Err(e) => return Err(pool_error(e)),
+                Err(e) => return Err(RpcError::internal(e)),
             }
         }
         Ok(out)
@@ -249,7 +260,7 @@ impl Context {
                     .pool
                     .log_new_sessions(None)
                     .await
-                    .map_err(pool_error)?;
+                    .map_err(RpcError::internal)?;
                 out.push(if on { "logging" } else { "not logging" }.to_owned() + " new sessions");
                 continue;
             }
@@ -258,13 +269,13 @@ impl Context {
                 .pool
                 .log_new_sessions(Some(want))
                 .await
-                .map_err(pool_error)?;
+                .map_err(RpcError::internal)?;
             for s in sessions.iter().filter(|s| s.logged != want) {
                 self.daemon
                     .pool
                     .toggle_log(s.details.id)
                     .await
-                    .map_err(pool_error)?;
+                    .map_err(RpcError::internal)?;
             }
             out.push(
                 if want {
@@ -282,7 +293,13 @@ impl Context {
                 continue;
             }
             done.push(*id);
-            match self.daemon.pool.toggle_log(*id).await.map_err(pool_error)? {
+            match self
+                .daemon
+                .pool
+                .toggle_log(*id)
+                .await
+                .map_err(RpcError::internal)?
+            {
                 Some(true) => out.push(format!("logging session {id}")),
                 Some(false) => out.push(format!("not logging session {id}")),
                 None => out.push(format!("unknown: {id}")),
@@ -299,22 +316,24 @@ fn session_ids(req: &Request) -> Result<Vec<String>, RpcError> {
     let list = match &req.params {
         Value::Object(map) => match map.get("session_ids") {
             Some(Value::Array(list)) => list.clone(),
-            _ => return Err(RpcError::params("expected a list of session IDs")),
+            _ => return Err(RpcError::invalid_params("expected a list of session IDs")),
         },
         Value::Array(list) => match list.as_slice() {
             [Value::Array(inner)] => inner.clone(),
             _ => list.clone(),
         },
-        _ => return Err(RpcError::params("expected a list of session IDs")),
+        _ => return Err(RpcError::invalid_params("expected a list of session IDs")),
     };
     if list.is_empty() {
-        return Err(RpcError::params("expected a list of session IDs"));
+        return Err(RpcError::invalid_params("expected a list of session IDs"));
     }
     list.into_iter()
         .map(|v| match v {
             Value::String(s) => Ok(s),
             Value::Number(n) => Ok(n.to_string()),
-            other => Err(RpcError::params(format!("not a session ID: {other}"))),
+            other => Err(RpcError::invalid_params(format!(
+                "not a session ID: {other}"
+            ))),
         })
         .collect()
 }

@@ -6,9 +6,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::commands::Context;
-use super::jsonrpc::{error_response, response, Request, RpcError, INVALID_REQUEST, PARSE_ERROR};
+use super::jsonrpc::{error_response, response, Request};
 use super::lines::{write_line, Line, LineReader};
 use super::Config;
+use crate::error::{RpcError, INVALID_REQUEST, PARSE_ERROR};
 use crate::events::{lagged_notice, EventStream, Filter, Next};
 
 enum Step {

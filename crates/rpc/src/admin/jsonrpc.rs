@@ -1,48 +1,10 @@
 //! JSON-RPC 2.0 as the admin listener speaks it: one request, response or notification per
 //! line, named (`{"session_ids": [...]}`) or positional parameters, batches as arrays.
+//! Errors are [`RpcError`]s with JSON-RPC 2.0's codes (see [`crate::error`]).
 
 use serde_json::{json, Map, Value};
 
-/// JSON-RPC 2.0: the line is not valid JSON.
-pub const PARSE_ERROR: i64 = -32700;
-/// JSON-RPC 2.0: valid JSON, but not a request object.
-pub const INVALID_REQUEST: i64 = -32600;
-/// JSON-RPC 2.0: no such method.
-pub const METHOD_NOT_FOUND: i64 = -32601;
-/// JSON-RPC 2.0: the parameters do not fit the method.
-pub const INVALID_PARAMS: i64 = -32602;
-/// JSON-RPC 2.0: the server failed to carry out a valid request (the pool has stopped).
-pub const INTERNAL_ERROR: i64 = -32603;
-
-/// An error answer: a code from the table above and a message.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message} (code {code})")]
-pub struct RpcError {
-    /// The JSON-RPC error code.
-    pub code: i64,
-    /// What went wrong, in words.
-    pub message: String,
-}
-
-impl RpcError {
-    /// An error with `code` and `message`.
-    pub fn new(code: i64, message: impl Into<String>) -> RpcError {
-        RpcError {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// [`INVALID_PARAMS`] with `message`.
-    pub fn params(message: impl Into<String>) -> RpcError {
-        RpcError::new(INVALID_PARAMS, message)
-    }
-
-    /// The `error` member of a response.
-    pub fn to_json(&self) -> Value {
-        json!({"code": self.code, "message": self.message})
-    }
-}
+use crate::error::{RpcError, INVALID_REQUEST};
 
 /// One request read from a line.
 #[derive(Clone, Debug, PartialEq)]
@@ -117,12 +79,14 @@ impl Request {
     pub fn named(&self, names: &[&str]) -> Result<Map<String, Value>, RpcError> {
         match &self.params {
             Value::Object(map) => Ok(map.clone()),
-            Value::Array(list) if list.len() > names.len() => Err(RpcError::params(format!(
-                "{} takes at most {} parameter(s), got {}",
-                self.method,
-                names.len(),
-                list.len()
-            ))),
+            Value::Array(list) if list.len() > names.len() => {
+                Err(RpcError::invalid_params(format!(
+                    "{} takes at most {} parameter(s), got {}",
+                    self.method,
+                    names.len(),
+                    list.len()
+                )))
+            }
             Value::Array(list) => Ok(names
                 .iter()
                 .zip(list)
@@ -151,6 +115,7 @@ pub fn notification(method: &str, params: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::INVALID_PARAMS;
 
     #[test]
     fn requests_are_checked_member_by_member() {

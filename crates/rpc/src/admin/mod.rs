@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use crate::Daemon;
+use crate::{Daemon, RpcError};
 
 /// The admin listener's default port: not ElectrumX's 8000 (so both run on one host), nor
 /// any built-in chain's P2P or RPC port.
@@ -155,7 +155,7 @@ async fn accept_loop(
     tasks: TaskTracker,
     open: Arc<AtomicUsize>,
 ) {
-    while let Some((stream, from)) = crate::accept_next(&listener, &stop, "admin listener").await {
+    while let Some((stream, from)) = peerpool_net::next_connection(&listener, &stop).await {
         if open.fetch_add(1, Ordering::AcqRel) >= config.max_connections {
             open.fetch_sub(1, Ordering::AcqRel);
             debug!(%from, "admin listener full: closing a new connection");
@@ -163,13 +163,10 @@ async fn accept_loop(
             // connection's end alone.
             let error = jsonrpc::error_response(
                 serde_json::Value::Null,
-                &jsonrpc::RpcError::new(
-                    jsonrpc::INTERNAL_ERROR,
-                    format!(
-                        "too many admin connections (at most {})",
-                        config.max_connections
-                    ),
-                ),
+                &RpcError::internal(format!(
+                    "too many admin connections (at most {})",
+                    config.max_connections
+                )),
             );
             let _ = stream.try_write(format!("{error}\n").as_bytes());
             continue;

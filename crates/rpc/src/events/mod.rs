@@ -36,7 +36,8 @@ use peerpool_net::Direction;
 use peerpool_wire::MessageKind;
 use serde_json::{json, Map, Value};
 
-use crate::admin::jsonrpc::{notification, RpcError};
+use crate::admin::jsonrpc::notification;
+use crate::RpcError;
 
 /// The kinds of notification a subscriber can ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -113,7 +114,7 @@ impl Filter {
     pub fn from_params(params: &Map<String, Value>) -> Result<Filter, RpcError> {
         for key in params.keys() {
             if !["events", "commands", "peers"].contains(&key.as_str()) {
-                return Err(RpcError::params(format!(
+                return Err(RpcError::invalid_params(format!(
                     "subscribe: unknown filter {key:?} (known: events, commands, peers)"
                 )));
             }
@@ -123,7 +124,7 @@ impl Filter {
             for name in strings(v, "commands")? {
                 let kind = MessageKind::from_command(&name);
                 if kind == MessageKind::Unknown {
-                    return Err(RpcError::params(format!(
+                    return Err(RpcError::invalid_params(format!(
                         "subscribe: unknown message command {name:?}"
                     )));
                 }
@@ -136,7 +137,7 @@ impl Filter {
             filter.events.clear();
             for name in strings(v, "events")? {
                 let kind = EventKind::parse(&name).ok_or_else(|| {
-                    RpcError::params(format!(
+                    RpcError::invalid_params(format!(
                         "subscribe: unknown event {name:?} (known: {})",
                         EventKind::ALL.map(EventKind::as_str).join(", ")
                     ))
@@ -150,15 +151,17 @@ impl Filter {
             filter.commands = MessageKind::ALL.to_vec();
         }
         if let Some(v) = params.get("peers") {
-            let list = v
-                .as_array()
-                .ok_or_else(|| RpcError::params("subscribe: \"peers\" must be a list of ids"))?;
+            let list = v.as_array().ok_or_else(|| {
+                RpcError::invalid_params("subscribe: \"peers\" must be a list of ids")
+            })?;
             let mut peers = BTreeSet::new();
             for id in list {
                 let n = id
                     .as_u64()
                     .or_else(|| id.as_str().and_then(|s| s.parse().ok()))
-                    .ok_or_else(|| RpcError::params(format!("subscribe: not a peer id: {id}")))?;
+                    .ok_or_else(|| {
+                        RpcError::invalid_params(format!("subscribe: not a peer id: {id}"))
+                    })?;
                 peers.insert(n);
             }
             filter.peers = Some(peers);
@@ -236,14 +239,14 @@ impl Filter {
 }
 
 fn strings(v: &Value, what: &str) -> Result<Vec<String>, RpcError> {
-    let list = v
-        .as_array()
-        .ok_or_else(|| RpcError::params(format!("subscribe: {what:?} must be a list of names")))?;
+    let list = v.as_array().ok_or_else(|| {
+        RpcError::invalid_params(format!("subscribe: {what:?} must be a list of names"))
+    })?;
     list.iter()
         .map(|s| {
-            s.as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| RpcError::params(format!("subscribe: not a name in {what:?}: {s}")))
+            s.as_str().map(str::to_owned).ok_or_else(|| {
+                RpcError::invalid_params(format!("subscribe: not a name in {what:?}: {s}"))
+            })
         })
         .collect()
 }

@@ -30,7 +30,6 @@
 
 pub mod auth;
 pub mod client;
-pub mod error;
 mod methods;
 pub mod metrics;
 
@@ -58,12 +57,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 pub use auth::{Cookie, Credentials, RpcAuth};
-pub use error::RpcError;
-pub use methods::DEFAULT_BANTIME;
 pub use metrics::Metrics;
 /// The JSON library of requests and replies, for callers of [`client`].
 pub use serde_json;
 
+use crate::error::{self, RpcError};
 use crate::Daemon;
 use peerpool_core::addr::Host;
 use peerpool_core::pool::banman::Subnet;
@@ -318,7 +316,7 @@ async fn accept_loop(
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
-    while let Some((stream, from)) = crate::accept_next(&listener, &stop, "RPC listener").await {
+    while let Some((stream, from)) = peerpool_net::next_connection(&listener, &stop).await {
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(gate.routes_for(from));
         let stop = stop.clone();

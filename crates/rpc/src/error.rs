@@ -1,9 +1,14 @@
-//! [`RpcError`]: the one error type of the node RPC, with Bitcoin Core's error codes.
+//! [`RpcError`]: the one error of every listener (node RPC, admin, event stream), and the one
+//! table of error codes they answer with.
+//!
+//! The codes are Bitcoin Core's `RPCErrorCode` (src/rpc/protocol.h), of which the five from
+//! -32700 to -32603 are JSON-RPC 2.0's own: the node RPC answers as Core does, and the admin
+//! listener, which speaks plain JSON-RPC 2.0, uses those five. Only the codes peerpool
+//! returns are here.
 
 use serde_json::{json, Value};
 
-/// An error as a JSON-RPC reply carries it: a code from Bitcoin Core's `RPCErrorCode` table
-/// and a message.
+/// An error as a JSON-RPC reply carries it: a code from this module's table and a message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message} (code {code})")]
 pub struct RpcError {
@@ -13,17 +18,16 @@ pub struct RpcError {
     pub message: String,
 }
 
-// Bitcoin Core: `RPCErrorCode` (src/rpc/protocol.h). Only the codes peerpool can return.
-
-/// The body is not valid JSON. Bitcoin Core: `RPC_PARSE_ERROR`.
+/// The request is not valid JSON. JSON-RPC 2.0; Bitcoin Core: `RPC_PARSE_ERROR`.
 pub const PARSE_ERROR: i32 = -32700;
-/// The request object is malformed. Bitcoin Core: `RPC_INVALID_REQUEST`.
+/// Valid JSON, but not a request object. JSON-RPC 2.0; Bitcoin Core: `RPC_INVALID_REQUEST`.
 pub const INVALID_REQUEST: i32 = -32600;
-/// No such method. Bitcoin Core: `RPC_METHOD_NOT_FOUND`.
+/// No such method. JSON-RPC 2.0; Bitcoin Core: `RPC_METHOD_NOT_FOUND`.
 pub const METHOD_NOT_FOUND: i32 = -32601;
-/// Bitcoin Core: `RPC_INVALID_PARAMS`.
+/// The parameters do not fit the method. JSON-RPC 2.0; Bitcoin Core: `RPC_INVALID_PARAMS`.
 pub const INVALID_PARAMS: i32 = -32602;
-/// The server failed. Bitcoin Core: `RPC_INTERNAL_ERROR`.
+/// The server failed to carry out a valid request (the pool has stopped, say). JSON-RPC 2.0;
+/// Bitcoin Core: `RPC_INTERNAL_ERROR`.
 pub const INTERNAL_ERROR: i32 = -32603;
 /// Anything else, and wrong argument counts (with the method's help as the message).
 /// Bitcoin Core: `RPC_MISC_ERROR`.
@@ -52,9 +56,19 @@ impl RpcError {
         }
     }
 
-    /// [`INVALID_PARAMETER`].
+    /// [`INVALID_PARAMS`], JSON-RPC 2.0's answer to parameters that do not fit.
+    pub fn invalid_params(message: impl Into<String>) -> RpcError {
+        RpcError::new(INVALID_PARAMS, message)
+    }
+
+    /// [`INVALID_PARAMETER`], Bitcoin Core's answer to an argument out of range or malformed.
     pub fn invalid_parameter(message: impl Into<String>) -> RpcError {
         RpcError::new(INVALID_PARAMETER, message)
+    }
+
+    /// [`INTERNAL_ERROR`] saying what failed.
+    pub fn internal(cause: impl std::fmt::Display) -> RpcError {
+        RpcError::new(INTERNAL_ERROR, cause.to_string())
     }
 
     /// A wrong JSON type, worded as Bitcoin Core does.
@@ -86,6 +100,8 @@ pub fn json_type(v: &Value) -> &'static str {
     }
 }
 
+/// A pool's refusal in Bitcoin Core's codes and words, as the node RPC answers it. The admin
+/// listener does not use this: every pool failure is an [`RpcError::internal`] there.
 impl From<peerpool_net::pool::PoolError> for RpcError {
     fn from(e: peerpool_net::pool::PoolError) -> RpcError {
         use peerpool_net::pool::{ConnError, PoolError};
