@@ -64,7 +64,12 @@ impl ChainArgs {
 
 fn chain_params(network: Option<&str>, chain: Option<&Path>) -> anyhow::Result<ChainParams> {
     match chain {
-        Some(path) => Ok(ChainParams::from_file(path)?),
+        Some(path) => {
+            // Reading the file is the daemon's business; the chain crate only parses text.
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading chain file {}", path.display()))?;
+            Ok(ChainParams::from_toml(&text, &path.display().to_string())?)
+        }
         None => Ok(network.unwrap_or("mainnet").parse::<Network>()?.params()),
     }
 }

@@ -19,10 +19,9 @@ use bitcoin::p2p::ServiceFlags;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use fastrand::Rng;
 use peerpool_core::addr::{Host, NetAddr};
-use peerpool_core::pool::addrman::{
-    AddrMan, AddrRecord, Config, MAX_ADDR_TO_SEND, MAX_PCT_ADDR_TO_SEND, NEW_CAPACITY,
-    TRIED_CAPACITY,
-};
+use peerpool_core::gossip::MAX_ADDR_TO_SEND;
+use peerpool_core::pool::addrman::{AddrMan, AddrRecord, Config, NEW_CAPACITY, TRIED_CAPACITY};
+use peerpool_core::pool::relay::MAX_PCT_ADDR_TO_SEND;
 use peerpool_core::Time;
 
 /// Counts live heap bytes, to measure what a full book retains.

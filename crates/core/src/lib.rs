@@ -4,9 +4,21 @@
 //! instructions come out. Nothing here touches a socket, a clock, the OS random number
 //! generator or a task, so every decision is testable with literal timestamps.
 //!
-//! Start reading at [`peer::PeerMachine`], the machine of one connection: handshake and
-//! version negotiation, keepalive, inventory trickling, known-inventory filter, feature
-//! negotiation, misbehaviour and statistics.
+//! There are two machines:
+//!
+//! - [`peer::PeerMachine`], the machine of one connection: handshake and version negotiation,
+//!   keepalive, inventory trickling, known-inventory filter, feature negotiation,
+//!   misbehaviour (the one ban score of the connection) and statistics. A library user can
+//!   drive one on its own, the way btcd's `peer` package is used.
+//! - [`pool::PoolMachine`], the machine of many connections: outbound targets, dialing,
+//!   retries and backoff, inbound slots and eviction, the address book (`addrman`), bans
+//!   (`banman`) and address relay.
+//!
+//! They meet in one place, [`pool::link`]: what a peer machine reports ([`PeerEvent`]) goes to
+//! [`PoolMachine::handle_peer_event`](pool::PoolMachine::handle_peer_event), and what the pool
+//! wants of a peer comes out as a [`PeerCommand`] for
+//! [`PeerMachine::handle_command`]. A runtime (the tokio one in `peerpool-net`, the simulator
+//! in `peerpool-sim`) only carries the two across. Start reading there.
 //!
 //! ## The driving contract
 //!

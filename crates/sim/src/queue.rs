@@ -5,27 +5,27 @@ use std::collections::BinaryHeap;
 
 use peerpool_core::Time;
 
-struct Entry<E> {
+struct Scheduled<E> {
     at: Time,
     seq: u64,
     event: E,
 }
 
-impl<E> PartialEq for Entry<E> {
+impl<E> PartialEq for Scheduled<E> {
     fn eq(&self, other: &Self) -> bool {
         (self.at, self.seq) == (other.at, other.seq)
     }
 }
 
-impl<E> Eq for Entry<E> {}
+impl<E> Eq for Scheduled<E> {}
 
-impl<E> PartialOrd for Entry<E> {
+impl<E> PartialOrd for Scheduled<E> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl<E> Ord for Entry<E> {
+impl<E> Ord for Scheduled<E> {
     // Reversed: the heap is a max-heap and the earliest entry must come out first.
     fn cmp(&self, other: &Self) -> Ordering {
         (other.at, other.seq).cmp(&(self.at, self.seq))
@@ -35,7 +35,7 @@ impl<E> Ord for Entry<E> {
 /// A priority queue of events. Two events due at the same time come out in the order they
 /// were pushed, which keeps the bytes of one connection in order and makes runs repeatable.
 pub struct Agenda<E> {
-    heap: BinaryHeap<Entry<E>>,
+    heap: BinaryHeap<Scheduled<E>>,
     seq: u64,
 }
 
@@ -52,7 +52,7 @@ impl<E> Agenda<E> {
     /// Schedules `event` at `at`.
     pub fn push(&mut self, at: Time, event: E) {
         self.seq += 1;
-        self.heap.push(Entry {
+        self.heap.push(Scheduled {
             at,
             seq: self.seq,
             event,

@@ -1,7 +1,9 @@
 //! Chain parameters: what a peer must know to speak to one Bitcoin-family network.
 //!
 //! Bitcoin's own networks are built in ([`Network`]); any other chain that speaks the same
-//! protocol (its own magic, port, seeds and protocol versions) is described in a TOML file:
+//! protocol (its own magic, port, seeds and protocol versions) is described in TOML, parsed
+//! by [`ChainParams::from_toml`] (reading the file is the caller's business; this crate does
+//! no I/O):
 //!
 //! ```toml
 //! name = "litecoin"
@@ -13,7 +15,6 @@
 //! ```
 
 use std::fmt;
-use std::path::Path;
 use std::str::FromStr;
 
 use bitcoin::p2p::Magic;
@@ -165,14 +166,6 @@ pub enum ChainError {
          (or a chain file)"
     )]
     UnknownNetwork(String),
-    /// The chain file could not be read.
-    #[error("reading chain file {path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
     /// The chain file is not valid TOML of the expected shape.
     #[error("parsing chain file {path}: {message}")]
     Parse {
@@ -214,16 +207,6 @@ fn default_max() -> u32 {
 }
 
 impl ChainParams {
-    /// Loads a chain from a TOML file (see the module docs for its keys).
-    pub fn from_file(path: &Path) -> Result<ChainParams, ChainError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ChainError::Io {
-            path: shown.clone(),
-            source,
-        })?;
-        ChainParams::from_toml(&text, &shown)
-    }
-
     /// Parses a chain description; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<ChainParams, ChainError> {
         let path = origin.to_owned();
@@ -372,11 +355,5 @@ mod tests {
             );
             assert!(e.contains("bad.toml"), "{e}");
         }
-    }
-
-    #[test]
-    fn missing_file_is_an_io_error() {
-        let e = ChainParams::from_file(Path::new("/nonexistent/chain.toml")).unwrap_err();
-        assert!(matches!(e, ChainError::Io { .. }));
     }
 }

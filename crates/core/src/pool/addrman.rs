@@ -39,9 +39,12 @@
 //! without recording attempts still makes progress.
 
 mod bucket;
+mod check;
 pub mod codec;
+mod collisions;
 mod entries;
 mod entry;
+mod select;
 #[cfg(test)]
 mod tests;
 
@@ -56,7 +59,7 @@ use hashbrown::HashTable;
 
 use self::bucket::{Bucketer, IndexHasher, NewSlot, TriedSlot};
 pub use self::entry::{AddrInfo, Placement};
-use self::entry::{Entry, NewRefs, Place};
+use self::entry::{BookEntry, NewRefs, Place};
 use crate::addr::{Host, NetAddr, Network};
 use crate::time::Time;
 
@@ -129,10 +132,6 @@ pub const OFFLINE_UPDATE_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 /// An address announced as seen within this window is taken to be online. Bitcoin Core:
 /// `AddSingle`'s 24 h.
 pub const ONLINE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
-/// Most addresses in one `getaddr` answer. Bitcoin Core: `MAX_ADDR_TO_SEND` (net.h).
-pub const MAX_ADDR_TO_SEND: usize = 1000;
-/// Most percent of the book in one `getaddr` answer. Bitcoin Core: `MAX_PCT_ADDR_TO_SEND`.
-pub const MAX_PCT_ADDR_TO_SEND: usize = 23;
 
 /// Random bucket probes [`AddrMan::select`] makes before it falls back to a scan of the
 /// table. Core loops forever; this bound only matters for a book whose few eligible entries
@@ -281,7 +280,7 @@ pub struct AddrMan {
     bucketer: Bucketer,
     rng: Rng,
     /// Entries by id; `None` marks a free id (listed in `free`).
-    entries: Vec<Option<Entry>>,
+    entries: Vec<Option<BookEntry>>,
     free: Vec<EntryId>,
     /// Address -> id. Holds bare ids (4 bytes a bucket) and compares addresses through
     /// `entries`, a third of the memory of a map keyed by the 36-byte address.
@@ -324,14 +323,6 @@ fn net_index(n: Network) -> usize {
         Network::Cjdns => 4,
     }
 }
-
-const NETWORKS: [Network; 5] = [
-    Network::Ipv4,
-    Network::Ipv6,
-    Network::Onion,
-    Network::I2p,
-    Network::Cjdns,
-];
 
 /// Unspecified, multicast or broadcast: never a peer, whatever the configuration.
 fn never_a_peer(addr: &NetAddr) -> bool {
@@ -412,7 +403,7 @@ impl AddrMan {
 
     /// Entries per table for every network, in [`Network`] order (for `getaddrmaninfo`).
     pub fn counts_by_network(&self) -> impl Iterator<Item = (Network, TableCounts)> + '_ {
-        NETWORKS.iter().map(|&n| (n, self.network_counts(n)))
+        Network::ALL.iter().map(|&n| (n, self.network_counts(n)))
     }
 
     /// What the book knows about `addr`.
@@ -422,7 +413,7 @@ impl AddrMan {
 
     /// Every entry, in no particular (but deterministic) order.
     pub fn entries(&self) -> impl Iterator<Item = AddrInfo> + '_ {
-        self.entries.iter().flatten().map(Entry::info)
+        self.entries.iter().flatten().map(BookEntry::info)
     }
 
     /// Every occupied slot of `table` as `(bucket, position, entry)`, in table order (Core's
@@ -451,7 +442,7 @@ impl AddrMan {
         let tables = (self.new_table.len() + self.tried_table.len()) * size_of::<Option<EntryId>>()
             + self.new_fill.len()
             + self.tried_fill.len();
-        let entries = self.entries.capacity() * size_of::<Option<Entry>>()
+        let entries = self.entries.capacity() * size_of::<Option<BookEntry>>()
             + (self.free.capacity() + self.random.capacity() + self.collisions.capacity())
                 * size_of::<EntryId>();
         let index = crate::mem::hash_table_heap_size(self.index.capacity(), size_of::<EntryId>());
@@ -672,229 +663,6 @@ impl AddrMan {
         true
     }
 
-    // ----- choosing -----
-
-    /// An address to connect to (Bitcoin Core: `Select`) and our last attempt at it.
-    ///
-    /// `new_only` restricts to the new table (feelers); a non-empty `networks` restricts to
-    /// those networks. Otherwise new and tried are equally likely, then random buckets are
-    /// probed and an entry accepted with probability [`AddrInfo::chance`] times a factor that
-    /// grows by 1.2 per rejection. The entry returned last time is skipped while another one
-    /// matches.
-    pub fn select(
-        &mut self,
-        new_only: bool,
-        networks: &[Network],
-        rng: &mut Rng,
-        now: Time,
-    ) -> Option<(NetAddr, Option<Time>)> {
-        let matches = |n: Network| networks.is_empty() || networks.contains(&n);
-        let mut counts = TableCounts::default();
-        for &n in NETWORKS.iter().filter(|&&n| matches(n)) {
-            counts.new += self.counts[net_index(n)].new;
-            counts.tried += self.counts[net_index(n)].tried;
-        }
-        if new_only {
-            counts.tried = 0;
-        }
-        if counts.total() == 0 {
-            return None;
-        }
-        // Counts of the candidates other than the previous answer.
-        let mut others = counts;
-        let mut skip = None;
-        if let Some(last) = self.last_selected {
-            let e = self.entry(last);
-            if matches(e.addr.network()) {
-                match e.place {
-                    Place::New(_) => others.new -= 1,
-                    Place::Tried(_) if !new_only => others.tried -= 1,
-                    Place::Tried(_) => {}
-                }
-                skip = Some(last);
-            }
-        }
-        let chosen = if others.total() == 0 {
-            // The previous answer is the only match.
-            skip?
-        } else {
-            let search_tried = if others.tried == 0 {
-                false
-            } else if others.new == 0 {
-                true
-            } else {
-                rng.bool()
-            };
-            self.probe(search_tried, &matches, skip, rng, now)?
-        };
-        self.last_selected = Some(chosen);
-        let e = self.entry(chosen);
-        Some((e.addr, e.last_try))
-    }
-
-    fn probe(
-        &self,
-        tried: bool,
-        matches: &dyn Fn(Network) -> bool,
-        skip: Option<EntryId>,
-        rng: &mut Rng,
-        now: Time,
-    ) -> Option<EntryId> {
-        let (table, fill) = if tried {
-            (&self.tried_table, &self.tried_fill)
-        } else {
-            (&self.new_table, &self.new_fill)
-        };
-        let eligible = |id: EntryId| Some(id) != skip && matches(self.entry(id).addr.network());
-        let mut factor = 1.0f64;
-        for _ in 0..MAX_SELECT_PROBES {
-            let bucket = rng.usize(..fill.len());
-            let start = rng.usize(..BUCKET_SIZE);
-            if fill[bucket] == 0 {
-                continue;
-            }
-            let found = (0..BUCKET_SIZE)
-                .filter_map(|i| table[bucket * BUCKET_SIZE + (start + i) % BUCKET_SIZE])
-                .find(|&id| eligible(id));
-            let Some(id) = found else { continue };
-            let threshold = factor * self.entry(id).chance(now) * f64::from(1u32 << 30);
-            if f64::from(rng.u32(..1u32 << 30)) < threshold {
-                return Some(id);
-            }
-            factor *= 1.2;
-        }
-        // Not reached in practice (see MAX_SELECT_PROBES): take any eligible entry.
-        let all: Vec<EntryId> = table
-            .iter()
-            .flatten()
-            .copied()
-            .filter(|&id| eligible(id))
-            .collect();
-        (!all.is_empty()).then(|| all[rng.usize(..all.len())])
-    }
-
-    /// Addresses for a `getaddr` answer (Bitcoin Core: `GetAddr`): a random sample of at most
-    /// `max_pct` percent of the book (0: no limit) and at most `max_count` (0: no limit),
-    /// optionally of one network, terrible entries left out. Core's defaults are
-    /// [`MAX_ADDR_TO_SEND`] and [`MAX_PCT_ADDR_TO_SEND`].
-    pub fn get_addr(
-        &mut self,
-        max_count: usize,
-        max_pct: usize,
-        network: Option<Network>,
-        rng: &mut Rng,
-        now: Time,
-    ) -> Vec<AddrRecord> {
-        let total = self.random.len();
-        let mut wanted = total;
-        if max_pct != 0 {
-            wanted = max_pct.min(100) * total / 100;
-        }
-        if max_count != 0 {
-            wanted = wanted.min(max_count);
-        }
-        let mut out = Vec::with_capacity(wanted);
-        // A partial Fisher-Yates shuffle of the random-order vector: each step fixes one
-        // uniformly chosen entry at position n.
-        for n in 0..total {
-            if out.len() >= wanted {
-                break;
-            }
-            let pick = rng.usize(n..total);
-            self.swap_random(n, pick);
-            let e = self.entry(self.random[n]);
-            if network.is_some_and(|net| e.addr.network() != net) || e.is_terrible(now) {
-                continue;
-            }
-            out.push((e.addr, e.services, e.last_seen));
-        }
-        out
-    }
-
-    // ----- tried collisions -----
-
-    /// The tried incumbent of a random waiting newcomer, and our last attempt at it (Bitcoin
-    /// Core: `SelectTriedCollision`): the pool should open a feeler to it, record the outcome
-    /// with [`AddrMan::attempt`] / [`AddrMan::good`], then call
-    /// [`AddrMan::resolve_collisions`].
-    pub fn select_tried_collision(&mut self, rng: &mut Rng) -> Option<(NetAddr, Option<Time>)> {
-        if self.collisions.is_empty() {
-            return None;
-        }
-        let i = rng.usize(..self.collisions.len());
-        let id = self.collisions[i];
-        if self.entry(id).is_tried() {
-            self.collisions.remove(i);
-            return None;
-        }
-        let slot = self.bucketer.tried_slot(&self.entry(id).addr);
-        let incumbent = self.tried_table[slot.index()]?;
-        let e = self.entry(incumbent);
-        Some((e.addr, e.last_try))
-    }
-
-    /// Settles waiting newcomers (Bitcoin Core: `ResolveCollisions`). A newcomer whose slot
-    /// emptied moves in. Otherwise the incumbent stays if it succeeded within
-    /// [`REPLACEMENT`]; is replaced if it was tried within [`REPLACEMENT`] (and over
-    /// [`FEELER_GRACE`] ago) without success since; and is replaced anyway once the newcomer
-    /// has waited [`TEST_WINDOW`] without a test.
-    pub fn resolve_collisions(&mut self, now: Time) {
-        let waiting = self.collisions.clone();
-        for id in waiting {
-            if !self.collisions.contains(&id) {
-                // Deleted while an earlier one was being settled.
-                continue;
-            }
-            let verdict = self.collision_verdict(id, now);
-            match verdict {
-                Verdict::Wait => continue,
-                Verdict::Drop => {}
-                Verdict::MoveIn { replacing } => {
-                    if let Some(old) = replacing {
-                        tracing::debug!(
-                            old = %old,
-                            new = %self.entry(id).addr,
-                            "addrman: tried collision settled for the newcomer"
-                        );
-                    }
-                    self.good_id(id, false, now);
-                }
-            }
-            self.collisions.retain(|&c| c != id);
-        }
-    }
-
-    fn collision_verdict(&self, id: EntryId, now: Time) -> Verdict {
-        let newcomer = self.entry(id);
-        if newcomer.is_tried() {
-            return Verdict::Drop;
-        }
-        let slot = self.bucketer.tried_slot(&newcomer.addr);
-        let Some(incumbent) = self.tried_table[slot.index()] else {
-            return Verdict::MoveIn { replacing: None };
-        };
-        let old = self.entry(incumbent);
-        let age = |t: Option<Time>| t.map_or(Duration::MAX, |t| now.since(t));
-        let replacing = Some(old.addr);
-        if age(old.last_success) < REPLACEMENT {
-            // The incumbent works: the newcomer stays in new.
-            Verdict::Drop
-        } else if age(old.last_try) < REPLACEMENT {
-            // Tried recently without success since: replace it once the attempt had its
-            // chance to complete.
-            if age(old.last_try) > FEELER_GRACE {
-                Verdict::MoveIn { replacing }
-            } else {
-                Verdict::Wait
-            }
-        } else if age(newcomer.last_success) > TEST_WINDOW {
-            // Nobody tested the incumbent in time; assume it is gone.
-            Verdict::MoveIn { replacing }
-        } else {
-            Verdict::Wait
-        }
-    }
-
     // ----- internals -----
 
     fn find(&self, addr: &NetAddr) -> Option<EntryId> {
@@ -904,13 +672,13 @@ impl AddrMan {
             .copied()
     }
 
-    fn entry(&self, id: EntryId) -> &Entry {
+    fn entry(&self, id: EntryId) -> &BookEntry {
         self.entries[id.index()]
             .as_ref()
             .expect("addrman: ids in tables and lists name live entries")
     }
 
-    fn entry_mut(&mut self, id: EntryId) -> &mut Entry {
+    fn entry_mut(&mut self, id: EntryId) -> &mut BookEntry {
         self.entries[id.index()]
             .as_mut()
             .expect("addrman: ids in tables and lists name live entries")
@@ -925,7 +693,7 @@ impl AddrMan {
         last_seen: Time,
         slot: NewSlot,
     ) -> EntryId {
-        let entry = Entry {
+        let entry = BookEntry {
             addr,
             source,
             services,
@@ -945,7 +713,7 @@ impl AddrMan {
     }
 
     /// Stores an entry under a fresh id and indexes it; placement is the caller's.
-    fn insert_entry(&mut self, mut entry: Entry) -> EntryId {
+    fn insert_entry(&mut self, mut entry: BookEntry) -> EntryId {
         entry.random_pos = u32::try_from(self.random.len()).unwrap_or(u32::MAX);
         let addr = entry.addr;
         let id = match self.free.pop() {
@@ -1084,97 +852,6 @@ impl AddrMan {
         }
         self.put_tried(slot, id);
         self.counts[net_index(addr.network())].tried += 1;
-    }
-
-    /// Verifies every invariant of the structure (Bitcoin Core: `CheckAddrman`): each entry is
-    /// indexed, in the random vector once, in the slots it records and nowhere else, at the
-    /// slots its key gives; counts and fill levels match. Linear in the table size: for tests
-    /// and after loading.
-    pub fn check(&self) -> Result<(), AddrManError> {
-        use AddrManError::Inconsistent as Bad;
-        let live = self.entries.iter().flatten().count();
-        if live != self.random.len() || live != self.index.len() {
-            return Err(Bad("entry, index and random-order sizes differ"));
-        }
-        let mut counts = [TableCounts::default(); 5];
-        let mut new_refs = 0usize;
-        for (i, slot) in self.entries.iter().enumerate() {
-            let Some(e) = slot else { continue };
-            let id = EntryId::from_index(i);
-            if self.find(&e.addr) != Some(id) {
-                return Err(Bad("entry not indexed under its address"));
-            }
-            if self.random.get(e.random_pos as usize) != Some(&id) {
-                return Err(Bad("random-order position wrong"));
-            }
-            let c = &mut counts[net_index(e.addr.network())];
-            match e.place {
-                Place::New(refs) => {
-                    if refs.len() == 0 {
-                        return Err(Bad("new entry without a bucket"));
-                    }
-                    for &s in refs.as_slice() {
-                        if self.new_table[s.index()] != Some(id) {
-                            return Err(Bad("new slot does not hold its entry"));
-                        }
-                        if self.bucketer.new_slot(s.bucket(), &e.addr) != s {
-                            return Err(Bad("new entry at the wrong position"));
-                        }
-                        if refs
-                            .as_slice()
-                            .iter()
-                            .filter(|&&o| o.bucket() == s.bucket())
-                            .count()
-                            > 1
-                        {
-                            return Err(Bad("new entry twice in one bucket"));
-                        }
-                    }
-                    new_refs += usize::from(refs.len());
-                    c.new += 1;
-                }
-                Place::Tried(s) => {
-                    if self.tried_table[s.index()] != Some(id) {
-                        return Err(Bad("tried slot does not hold its entry"));
-                    }
-                    if self.bucketer.tried_slot(&e.addr) != s {
-                        return Err(Bad("tried entry at the wrong slot"));
-                    }
-                    if e.last_success.is_none() {
-                        return Err(Bad("tried entry never connected"));
-                    }
-                    c.tried += 1;
-                }
-            }
-        }
-        if counts != self.counts {
-            return Err(Bad("per-network counts wrong"));
-        }
-        let fill_ok = |table: &[Option<EntryId>], fill: &[u8]| {
-            let mut total = 0;
-            let ok = table.chunks(BUCKET_SIZE).zip(fill).all(|(bucket, &f)| {
-                let n = bucket.iter().filter(|s| s.is_some()).count();
-                total += n;
-                n == usize::from(f)
-            });
-            ok.then_some(total)
-        };
-        if fill_ok(&self.new_table, &self.new_fill) != Some(new_refs)
-            || fill_ok(&self.tried_table, &self.tried_fill) != Some(self.counts().tried)
-        {
-            return Err(Bad("table slots and bucket fill disagree with the entries"));
-        }
-        if self.collisions.len() > MAX_TRIED_COLLISIONS
-            || self.collisions.iter().any(|c| {
-                self.entries
-                    .get(c.index())
-                    .and_then(Option::as_ref)
-                    .is_none()
-            })
-        {
-            return Err(Bad("collision set names missing entries"));
-        }
-        Ok(())
     }
 }
 

@@ -47,7 +47,7 @@ use fastrand::Rng;
 use siphasher::sip::SipHasher24;
 
 use super::bucket::{addr_bytes, NewSlot};
-use super::entry::{Entry, NewRefs, Place};
+use super::entry::{BookEntry, NewRefs, Place};
 use super::{
     net_index, AddrMan, AddrManError, Config, EntryId, MAX_ENTRIES, MAX_TRIED_COLLISIONS,
     NEW_BUCKETS_PER_ADDRESS, NEW_BUCKET_COUNT,
@@ -169,7 +169,7 @@ impl<'a> Reader<'a> {
 
 /// One entry as read, before placement.
 struct Record {
-    entry: Entry,
+    entry: BookEntry,
     /// New buckets; empty for a tried entry.
     buckets: Vec<u16>,
     tried: bool,
@@ -200,7 +200,7 @@ fn read_record(r: &mut Reader<'_>) -> Result<Record, AddrManError> {
         _ => return Err(AddrManError::InvalidField("table")),
     };
     Ok(Record {
-        entry: Entry {
+        entry: BookEntry {
             addr,
             source,
             services,

@@ -155,7 +155,7 @@ pub(super) enum Place {
 
 /// One entry of the book, with the bookkeeping the snapshot leaves out.
 #[derive(Clone, Debug)]
-pub(super) struct Entry {
+pub(super) struct BookEntry {
     pub(super) addr: NetAddr,
     pub(super) source: NetAddr,
     pub(super) services: ServiceFlags,
@@ -170,7 +170,7 @@ pub(super) struct Entry {
     pub(super) place: Place,
 }
 
-impl Entry {
+impl BookEntry {
     pub(super) fn info(&self) -> AddrInfo {
         AddrInfo {
             addr: self.addr,
@@ -216,7 +216,7 @@ impl Entry {
     }
 
     /// Same content, ignoring where it sits in the random-order vector.
-    pub(super) fn same_as(&self, other: &Entry) -> bool {
+    pub(super) fn same_as(&self, other: &BookEntry) -> bool {
         let place_eq = match (self.place, other.place) {
             (Place::New(a), Place::New(b)) => {
                 let (mut a, mut b) = (a.as_slice().to_vec(), b.as_slice().to_vec());

@@ -8,6 +8,8 @@ use proptest::prelude::*;
 use super::bucket::Bucketer;
 use super::codec::reseal;
 use super::*;
+use crate::gossip::MAX_ADDR_TO_SEND;
+use crate::pool::relay::MAX_PCT_ADDR_TO_SEND;
 use fastrand::Rng;
 
 const KEY: [u8; 16] = [7; 16];
@@ -729,12 +731,12 @@ fn corrupt_input_is_refused() {
         edit(&|d| d[FIRST_ENTRY] = 3),
         Err(AddrManError::InvalidAddress(_))
     ));
-    // Entry count too large for the tables.
+    // BookEntry count too large for the tables.
     assert_eq!(
         edit(&|d| d[FIRST_ENTRY - 4..FIRST_ENTRY].copy_from_slice(&u32::MAX.to_le_bytes())),
         Err(AddrManError::TooManyEntries(u64::from(u32::MAX)))
     );
-    // Entry count larger than the data.
+    // BookEntry count larger than the data.
     assert_eq!(
         edit(&|d| d[FIRST_ENTRY - 4..FIRST_ENTRY].copy_from_slice(&2u32.to_le_bytes())),
         Err(AddrManError::Truncated("entries"))
