@@ -3,10 +3,11 @@
 //! without the load generator's in them.
 //!
 //! The child is selected by the environment variable [`CHILD_ENV`], not by command-line
-//! arguments, so it works whatever the host binary's command line looks like: the host calls
-//! [`run_child_if_requested`] first thing in `main`. (The child is also started with the
-//! arguments `bench __server`, so that a host which forgot the call fails on an unknown
-//! scenario instead of doing something else.)
+//! arguments, so it works whatever the host binary's command line looks like: the host
+//! (`peerpool-bench`, or a test with its own `main`) calls [`run_child_if_requested`] first
+//! thing in `main`. (The child is also started with the argument `__server`, so that a host
+//! which forgot the call fails on an unknown scenario instead of running a benchmark inside
+//! the benchmark.)
 //!
 //! ## Control protocol
 //! The child binds `127.0.0.1:0`, prints `ready <addr>` on stdout, then answers lines on
@@ -448,7 +449,7 @@ impl ServerProcess {
             None => tokio::process::Command::new(&exe),
         };
         let mut child = cmd
-            .args(["bench", "__server"])
+            .arg("__server")
             .env(CHILD_ENV, spec.encode())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -1,17 +1,5 @@
-//! Command-line arguments of `bench`, as a `clap` argument set a host binary can embed:
-//!
-//! ```ignore
-//! #[derive(clap::Subcommand)]
-//! enum Command {
-//!     /// Run a benchmark scenario against peerpool and a minimal reference server.
-//!     Bench(peerpool_bench::cli::BenchArgs),
-//! }
-//! // ...
-//! Command::Bench(args) => {
-//!     let report = peerpool_bench::run(args.scenario, args.options()).await?;
-//!     println!("{report}");
-//! }
-//! ```
+//! Command-line arguments of `peerpool-bench`, as a `clap` argument set (flattened into the
+//! binary's parser, see `src/bin/peerpool-bench.rs`).
 
 use std::time::Duration;
 

@@ -3,7 +3,10 @@
 //! peerpool's benchmark suite: load generators and minimal reference servers, so that every
 //! figure is a ratio against a reference measured in the same run on the same machine.
 //!
-//! ## Using it from a binary
+//! ## Running it
+//! `cargo run --release -p peerpool-bench -- <scenario> [options]` runs the crate's own binary
+//! (`src/bin/peerpool-bench.rs`); the daemon never links this crate. Another binary can host
+//! the suite the same way:
 //! ```no_run
 //! use peerpool_bench::{BenchOptions, Scenario};
 //!
@@ -15,8 +18,8 @@
 //!     std::process::exit(if report.passed() { 0 } else { 1 });
 //! }
 //! ```
-//! From async code use [`run`] instead of [`run_blocking`]. [`cli::BenchArgs`] is a ready
-//! `clap` argument set (`<scenario> [options]`) for a `bench` subcommand.
+//! From async code use [`run`] instead of [`run_blocking`]. [`cli::BenchArgs`] is the `clap`
+//! argument set (`<scenario> [options]`) of `peerpool-bench`.
 //!
 //! ## How a scenario runs
 //! The server under test (peerpool or the reference) runs in a child process started from the
