@@ -424,6 +424,20 @@ fn bind_listener() -> anyhow::Result<TcpListener> {
     Ok(socket.listen(BACKLOG)?)
 }
 
+/// A command that runs `program` under the prefix in [`WRAPPER_ENV`], if any.
+pub(crate) fn wrapped(program: &std::path::Path) -> tokio::process::Command {
+    let wrapper = std::env::var(WRAPPER_ENV).unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    match words.next() {
+        Some(prefix) => {
+            let mut c = tokio::process::Command::new(prefix);
+            c.args(words).arg(program);
+            c
+        }
+        None => tokio::process::Command::new(program),
+    }
+}
+
 /// A running child server, seen from the benchmark process. Killed when dropped.
 pub struct ServerProcess {
     child: Child,
@@ -438,17 +452,7 @@ impl ServerProcess {
     /// Starts a server process from this process's own executable.
     pub async fn spawn(spec: &ServerSpec) -> anyhow::Result<ServerProcess> {
         let exe = std::env::current_exe().context("locating the benchmark executable")?;
-        let wrapper = std::env::var(WRAPPER_ENV).unwrap_or_default();
-        let mut words = wrapper.split_whitespace();
-        let mut cmd = match words.next() {
-            Some(program) => {
-                let mut c = tokio::process::Command::new(program);
-                c.args(words).arg(&exe);
-                c
-            }
-            None => tokio::process::Command::new(&exe),
-        };
-        let mut child = cmd
+        let mut child = wrapped(&exe)
             .arg("__server")
             .env(CHILD_ENV, spec.encode())
             .stdin(Stdio::piped())

@@ -16,13 +16,14 @@ fn text(bytes: &[u8]) -> String {
 }
 
 #[test]
-fn help_lists_every_scenario() {
+fn help_lists_every_scenario_and_the_daemon_option() {
     let out = bench(&["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
     for name in [
         "churn",
         "idle",
+        "daemon-idle",
         "capacity",
         "ping",
         "throughput",
@@ -32,6 +33,7 @@ fn help_lists_every_scenario() {
     ] {
         assert!(help.contains(name), "{name} missing from:\n{help}");
     }
+    assert!(help.contains("--daemon <PATH>"), "{help}");
 }
 
 #[test]
@@ -40,9 +42,17 @@ fn an_unknown_scenario_is_refused_with_the_list() {
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(
-        err.contains("unknown scenario") && err.contains("network"),
+        err.contains("unknown scenario") && err.contains("daemon-idle"),
         "{err}"
     );
+}
+
+#[test]
+fn daemon_idle_without_a_daemon_says_what_to_do() {
+    let out = bench(&["daemon-idle", "--daemon", "/nonexistent/peerpool"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("/nonexistent/peerpool: no such file"), "{err}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 pub(crate) mod capacity;
 pub(crate) mod churn;
+pub(crate) mod daemon_idle;
 pub(crate) mod fanout;
 pub(crate) mod idle;
 pub(crate) mod network;
@@ -29,6 +30,10 @@ pub(crate) async fn run(scenario: Scenario, opts: &BenchOptions) -> anyhow::Resu
         Scenario::All => Scenario::EACH.to_vec(),
         one => vec![one],
     };
+    if list.contains(&Scenario::DaemonIdle) {
+        // Before anything runs: `all` should not fail on a missing daemon minutes in.
+        crate::daemon::locate(opts.daemon.as_deref())?;
+    }
     let mut sections = Vec::new();
     for s in list {
         info!("scenario {s}: starting");
@@ -36,6 +41,7 @@ pub(crate) async fn run(scenario: Scenario, opts: &BenchOptions) -> anyhow::Resu
         let mut section = match s {
             Scenario::Churn => churn::run(opts).await,
             Scenario::Idle => idle::run(opts).await,
+            Scenario::DaemonIdle => daemon_idle::run(opts).await,
             Scenario::Capacity => capacity::run(opts).await,
             Scenario::Ping => ping::run(opts).await,
             Scenario::Throughput => throughput::run(opts).await,
