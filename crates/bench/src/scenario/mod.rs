@@ -53,6 +53,18 @@ pub(crate) async fn run(scenario: Scenario, opts: &BenchOptions) -> anyhow::Resu
         if let Some(note) = before.and_then(|b| b.finish()) {
             section.notes.push(note);
         }
+        if let Some(wrapper) = std::env::var(crate::child::WRAPPER_ENV)
+            .ok()
+            .filter(|w| !w.trim().is_empty())
+        {
+            // A profiler's own process is what /proc shows then: a wrapped run can print a
+            // PASS that says nothing about peerpool.
+            section.notes.push(format!(
+                "WRAPPED: servers ran under {}={wrapper:?}; their RSS and CPU figures describe \
+                 the wrapper, not the server",
+                crate::child::WRAPPER_ENV
+            ));
+        }
         info!("scenario {s}: done");
         sections.push(section);
     }
