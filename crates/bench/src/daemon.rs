@@ -91,9 +91,11 @@ impl DaemonProcess {
     /// 127.0.0.1, `max_connections` connections, no automatic outbound peers, and the `noban`
     /// permission for 127.0.0.0/8. Returns once the node RPC answers.
     ///
-    /// `noban` is what lets thousands of peers in from loopback: without it the pool takes
-    /// at most 8 inbound peers per network group (a /16) and evicts peers when its slots are
-    /// full, as Bitcoin Core does, which is not what an idle-memory figure is about.
+    /// `noban` keeps the inbound policy out of the measurement: the pool takes at most 8
+    /// inbound peers per network group and evicts peers when its slots are full, as Bitcoin
+    /// Core does. Today every loopback address is a group of its own and the slots are sized
+    /// to never fill, so neither bites; with `noban` a change to either cannot turn the
+    /// benchmark's peers away either.
     pub async fn start(binary: &Path, max_connections: usize) -> anyhow::Result<DaemonProcess> {
         let datadir = tempfile::Builder::new()
             .prefix("peerpool-bench-daemon-")
