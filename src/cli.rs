@@ -33,9 +33,6 @@ enum Command {
     Run(Box<RunArgs>),
     /// Start a small network of nodes on loopback and show them handshake and ping live.
     Demo(crate::demo::DemoArgs),
-    /// Measure peerpool against minimal reference implementations, on loopback (see
-    /// BENCHMARKS.md). Exits with status 1 when a target is missed.
-    Bench(peerpool_bench::cli::BenchArgs),
     /// Call the daemon's JSON-RPC server, as bitcoin-cli does: `peerpool rpc getpeerinfo`.
     Rpc(crate::rpc::ClientArgs),
     /// Call the daemon's admin listener: `peerpool admin sessions`.
@@ -168,15 +165,6 @@ pub fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::Rpc(args) => runtime.block_on(crate::rpc::client(args)),
         Command::Admin(args) => runtime.block_on(crate::admin::client(args)),
         Command::Events(args) => runtime.block_on(crate::admin::events(args)),
-        Command::Bench(args) => {
-            crate::logging::init("info", None)?;
-            let report = runtime.block_on(peerpool_bench::run(args.scenario, args.options()))?;
-            println!("{report}");
-            if !report.passed() {
-                anyhow::bail!("a benchmark target was missed");
-            }
-            Ok(0)
-        }
     }
 }
 

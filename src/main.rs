@@ -1,5 +1,6 @@
 //! The `peerpool` command: the daemon (`run`), a live demonstration network (`demo`) and the
-//! benchmarks (`bench`).
+//! clients of a running daemon (`rpc`, `admin`, `events`). The benchmarks have their own
+//! binary, `peerpool-bench` (crates/bench), so the daemon does not carry them.
 #![forbid(unsafe_code)]
 
 mod admin;
@@ -13,9 +14,6 @@ mod rpc;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    // `peerpool bench` re-executes this binary as the server under test; that child runs
-    // here and exits before anything else starts.
-    peerpool_bench::run_child_if_requested();
     let cli = cli::Cli::parse();
     match cli::execute(cli) {
         Ok(code) => std::process::ExitCode::from(code),

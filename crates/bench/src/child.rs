@@ -3,10 +3,11 @@
 //! without the load generator's in them.
 //!
 //! The child is selected by the environment variable [`CHILD_ENV`], not by command-line
-//! arguments, so it works whatever the host binary's command line looks like: the host calls
-//! [`run_child_if_requested`] first thing in `main`. (The child is also started with the
-//! arguments `bench __server`, so that a host which forgot the call fails on an unknown
-//! scenario instead of doing something else.)
+//! arguments, so it works whatever the host binary's command line looks like: the host
+//! (`peerpool-bench`, or a test with its own `main`) calls [`run_child_if_requested`] first
+//! thing in `main`. (The child is also started with the argument `__server`, so that a host
+//! which forgot the call fails on an unknown scenario instead of running a benchmark inside
+//! the benchmark.)
 //!
 //! ## Control protocol
 //! The child binds `127.0.0.1:0`, prints `ready <addr>` on stdout, then answers lines on
@@ -423,6 +424,20 @@ fn bind_listener() -> anyhow::Result<TcpListener> {
     Ok(socket.listen(BACKLOG)?)
 }
 
+/// A command that runs `program` under the prefix in [`WRAPPER_ENV`], if any.
+pub(crate) fn wrapped(program: &std::path::Path) -> tokio::process::Command {
+    let wrapper = std::env::var(WRAPPER_ENV).unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    match words.next() {
+        Some(prefix) => {
+            let mut c = tokio::process::Command::new(prefix);
+            c.args(words).arg(program);
+            c
+        }
+        None => tokio::process::Command::new(program),
+    }
+}
+
 /// A running child server, seen from the benchmark process. Killed when dropped.
 pub struct ServerProcess {
     child: Child,
@@ -437,18 +452,8 @@ impl ServerProcess {
     /// Starts a server process from this process's own executable.
     pub async fn spawn(spec: &ServerSpec) -> anyhow::Result<ServerProcess> {
         let exe = std::env::current_exe().context("locating the benchmark executable")?;
-        let wrapper = std::env::var(WRAPPER_ENV).unwrap_or_default();
-        let mut words = wrapper.split_whitespace();
-        let mut cmd = match words.next() {
-            Some(program) => {
-                let mut c = tokio::process::Command::new(program);
-                c.args(words).arg(&exe);
-                c
-            }
-            None => tokio::process::Command::new(&exe),
-        };
-        let mut child = cmd
-            .args(["bench", "__server"])
+        let mut child = wrapped(&exe)
+            .arg("__server")
             .env(CHILD_ENV, spec.encode())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -1,18 +1,7 @@
-//! Command-line arguments of `bench`, as a `clap` argument set a host binary can embed:
-//!
-//! ```ignore
-//! #[derive(clap::Subcommand)]
-//! enum Command {
-//!     /// Run a benchmark scenario against peerpool and a minimal reference server.
-//!     Bench(peerpool_bench::cli::BenchArgs),
-//! }
-//! // ...
-//! Command::Bench(args) => {
-//!     let report = peerpool_bench::run(args.scenario, args.options()).await?;
-//!     println!("{report}");
-//! }
-//! ```
+//! Command-line arguments of `peerpool-bench`, as a `clap` argument set (flattened into the
+//! binary's parser, see `src/bin/peerpool-bench.rs`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -22,7 +11,7 @@ use crate::{BenchOptions, Scenario};
 /// `<scenario> [options]`; every option defaults to [`BenchOptions::default`].
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// churn, idle, capacity, ping, throughput, fanout, network, or all.
+    /// churn, idle, daemon-idle, capacity, ping, throughput, fanout, network, or all.
     #[arg(value_parser = parse_scenario)]
     pub scenario: Scenario,
     /// Repetitions of churn, ping and throughput (the median is reported).
@@ -40,7 +29,7 @@ pub struct BenchArgs {
     /// Churn: concurrent client connections.
     #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,
-    /// Idle and ping: idle peers connected.
+    /// Idle, daemon-idle and ping: idle peers connected.
     #[arg(long, value_name = "N")]
     pub peers: Option<usize>,
     /// Ping: measured round trips per repetition.
@@ -91,6 +80,10 @@ pub struct BenchArgs {
     /// Network: automatic outbound target of each pool.
     #[arg(long, value_name = "N")]
     pub network_target: Option<usize>,
+    /// Daemon-idle: the daemon binary to start (default: `peerpool` beside this executable,
+    /// e.g. target/release/peerpool, built by `cargo build --release`).
+    #[arg(long, value_name = "PATH")]
+    pub daemon: Option<PathBuf>,
 }
 
 fn parse_scenario(s: &str) -> Result<Scenario, String> {
@@ -142,6 +135,7 @@ impl BenchArgs {
         if self.no_emfile {
             o.emfile = false;
         }
+        o.daemon.clone_from(&self.daemon);
         o
     }
 }

@@ -3,7 +3,10 @@
 //! peerpool's benchmark suite: load generators and minimal reference servers, so that every
 //! figure is a ratio against a reference measured in the same run on the same machine.
 //!
-//! ## Using it from a binary
+//! ## Running it
+//! `cargo run --release -p peerpool-bench -- <scenario> [options]` runs the crate's own binary
+//! (`src/bin/peerpool-bench.rs`); the daemon never links this crate. Another binary can host
+//! the suite the same way:
 //! ```no_run
 //! use peerpool_bench::{BenchOptions, Scenario};
 //!
@@ -15,17 +18,19 @@
 //!     std::process::exit(if report.passed() { 0 } else { 1 });
 //! }
 //! ```
-//! From async code use [`run`] instead of [`run_blocking`]. [`cli::BenchArgs`] is a ready
-//! `clap` argument set (`<scenario> [options]`) for a `bench` subcommand.
+//! From async code use [`run`] instead of [`run_blocking`]. [`cli::BenchArgs`] is the `clap`
+//! argument set (`<scenario> [options]`) of `peerpool-bench`.
 //!
 //! ## How a scenario runs
 //! The server under test (peerpool or the reference) runs in a child process started from the
 //! benchmark's own executable ([`child`]), with its own tokio runtime; the load generator runs
 //! in the calling process on a dedicated runtime. Server memory and CPU time are read from
 //! `/proc/<child pid>`. Runs alternate between peerpool and the reference, and a figure is the
-//! median of [`BenchOptions::reps`] repetitions where repeating is cheap. The exception is
-//! the network scenario: its 200 pools run inside the benchmark process, on a runtime of their
-//! own, and its baseline is the same network given every address up front.
+//! median of [`BenchOptions::reps`] repetitions where repeating is cheap. Two exceptions: the
+//! network scenario's 200 pools run inside the benchmark process, on a runtime of their own,
+//! and its baseline is the same network given every address up front; the daemon-idle
+//! scenario starts the daemon binary itself (`peerpool run`, see [`daemon`]) and compares it
+//! with the library server of the idle scenario.
 //!
 //! Only loopback addresses are used: servers listen on 127.0.0.1, clients bind source
 //! addresses in 127.0.0.0/8 to spread over more ephemeral ports. Every loop is bounded by a
@@ -38,6 +43,7 @@
 pub mod child;
 pub mod cli;
 mod client;
+pub mod daemon;
 mod fanout_server;
 mod peerpool_server;
 mod reference;
@@ -46,6 +52,7 @@ mod scenario;
 pub mod sys;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -62,6 +69,10 @@ pub enum Scenario {
     Churn,
     /// Many handshaken idle peers on one server: resident memory per peer. Target <= 4 KiB.
     Idle,
+    /// The same idle peers on the full daemon (`peerpool run` with its pool, node RPC and
+    /// admin listener), against the library server of [`Scenario::Idle`] in the same run.
+    /// Target <= 3 KiB per peer.
+    DaemonIdle,
     /// 19,900 peers under an open-file limit of 20,000; connections beyond the cap refused
     /// cleanly; CPU while over-limit attempts continue (no busy loop); EMFILE back-off.
     Capacity,
@@ -83,9 +94,10 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every single scenario, in the order `all` runs them.
-    pub const EACH: [Scenario; 7] = [
+    pub const EACH: [Scenario; 8] = [
         Scenario::Churn,
         Scenario::Idle,
+        Scenario::DaemonIdle,
         Scenario::Capacity,
         Scenario::Ping,
         Scenario::Throughput,
@@ -98,6 +110,7 @@ impl Scenario {
         match self {
             Scenario::Churn => "churn",
             Scenario::Idle => "idle",
+            Scenario::DaemonIdle => "daemon-idle",
             Scenario::Capacity => "capacity",
             Scenario::Ping => "ping",
             Scenario::Throughput => "throughput",
@@ -121,6 +134,7 @@ impl FromStr for Scenario {
         Ok(match s {
             "churn" => Scenario::Churn,
             "idle" => Scenario::Idle,
+            "daemon-idle" => Scenario::DaemonIdle,
             "capacity" => Scenario::Capacity,
             "ping" => Scenario::Ping,
             "throughput" | "msgs" => Scenario::Throughput,
@@ -128,8 +142,8 @@ impl FromStr for Scenario {
             "network" => Scenario::Network,
             "all" => Scenario::All,
             _ => anyhow::bail!(
-                "unknown scenario {s:?}; expected churn, idle, capacity, ping, throughput, \
-                 fanout, network or all"
+                "unknown scenario {s:?}; expected churn, idle, daemon-idle, capacity, ping, \
+                 throughput, fanout, network or all"
             ),
         })
     }
@@ -156,7 +170,7 @@ pub struct BenchOptions {
     /// use reaching 100% means the server); unpinned, both sides share both cores and the
     /// rate mostly measures the load generator.
     pub churn_cpus: Option<(usize, usize)>,
-    /// Idle and ping: idle peers held on the server.
+    /// Idle, daemon-idle and ping: idle peers held on the server.
     pub idle_peers: usize,
     /// Ping: measured round trips per repetition (after 1,000 not measured).
     pub pings: usize,
@@ -200,6 +214,9 @@ pub struct BenchOptions {
     pub network_nodes: usize,
     /// Network: automatic outbound target of each pool.
     pub network_target: usize,
+    /// Daemon-idle: the daemon binary; `None` looks for `peerpool` beside this executable
+    /// (see [`daemon::locate`]).
+    pub daemon: Option<PathBuf>,
 }
 
 impl Default for BenchOptions {
@@ -232,6 +249,7 @@ impl Default for BenchOptions {
             fanout_cpus: (cpus >= 2).then_some((0, 1)),
             network_nodes: 200,
             network_target: 8,
+            daemon: None,
         }
     }
 }

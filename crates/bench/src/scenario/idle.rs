@@ -15,7 +15,7 @@ use crate::scenario::{slot, spec, MIB, SETUP_PARALLEL, SETUP_TIMEOUT};
 use crate::{sys, BenchOptions, Scenario};
 
 /// Connections opened and closed before the baseline is read.
-const WARMUP_CONNECTIONS: usize = 16;
+pub(crate) const WARMUP_CONNECTIONS: usize = 16;
 
 /// Time given to the server after the last handshake before memory is read.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -23,10 +23,42 @@ const SETTLE: Duration = Duration::from_millis(500);
 /// Target from the issue: user-space memory per idle peer.
 const TARGET_BYTES_PER_PEER: f64 = 4096.0;
 
-struct Once {
-    base: u64,
-    full: u64,
-    setup: Duration,
+/// One server's figures.
+pub(crate) struct Once {
+    /// RSS after the warm-up, before the peers (bytes).
+    pub(crate) base: u64,
+    /// RSS with every peer connected and handshaken (bytes).
+    pub(crate) full: u64,
+    /// Time to connect and handshake every peer.
+    pub(crate) setup: Duration,
+}
+
+impl Once {
+    /// Resident memory per peer: the growth divided by `peers` (bytes).
+    pub(crate) fn per_peer(&self, peers: usize) -> f64 {
+        (self.full as f64 - self.base as f64) / peers.max(1) as f64
+    }
+
+    /// The rows behind the per-peer figure: RSS before and with the `peers`, and the time to
+    /// connect them, against `other`.
+    pub(crate) fn context_rows(&self, peers: usize, other: &Once) -> [Row; 3] {
+        [
+            Row::new("server RSS before the peers", "MiB", self.base as f64 / MIB)
+                .vs(other.base as f64 / MIB),
+            Row::new(
+                format!("server RSS with {peers} peers"),
+                "MiB",
+                self.full as f64 / MIB,
+            )
+            .vs(other.full as f64 / MIB),
+            Row::new(
+                "time to connect and handshake all",
+                "s",
+                self.setup.as_secs_f64(),
+            )
+            .vs(other.setup.as_secs_f64()),
+        ]
+    }
 }
 
 pub(crate) async fn run(opts: &BenchOptions) -> anyhow::Result<Section> {
@@ -35,44 +67,22 @@ pub(crate) async fn run(opts: &BenchOptions) -> anyhow::Result<Section> {
     let mut r: [Option<Once>; 2] = [None, None];
     for imp in Impl::BOTH {
         let o = once(imp, n, opts).await?;
-        tracing::info!(
-            "idle {imp}: {:.0} B per peer",
-            (o.full as f64 - o.base as f64) / n as f64
-        );
+        tracing::info!("idle {imp}: {:.0} B per peer", o.per_peer(n));
         r[slot(imp)] = Some(o);
     }
     let [Some(p), Some(q)] = r else {
         anyhow::bail!("a run produced no result");
     };
-    let per = |o: &Once| (o.full as f64 - o.base as f64) / n as f64;
     let mut s = Section::new(
         Scenario::Idle,
         format!("{n} handshaken idle peers on one server process; RSS of the server process"),
     );
     s.rows.push(
-        Row::new("RSS per idle peer", "bytes", per(&p))
-            .vs(per(&q))
+        Row::new("RSS per idle peer", "bytes", p.per_peer(n))
+            .vs(q.per_peer(n))
             .target(Target::AtMost(TARGET_BYTES_PER_PEER)),
     );
-    s.rows.push(
-        Row::new("server RSS before the peers", "MiB", p.base as f64 / MIB).vs(q.base as f64 / MIB),
-    );
-    s.rows.push(
-        Row::new(
-            format!("server RSS with {n} peers"),
-            "MiB",
-            p.full as f64 / MIB,
-        )
-        .vs(q.full as f64 / MIB),
-    );
-    s.rows.push(
-        Row::new(
-            "time to connect and handshake all",
-            "s",
-            p.setup.as_secs_f64(),
-        )
-        .vs(q.setup.as_secs_f64()),
-    );
+    s.rows.extend(p.context_rows(n, &q));
     s.notes.push(
         "user-space memory only: each idle socket also costs the kernel about 4 KB per end, \
          outside the process RSS"
@@ -81,7 +91,8 @@ pub(crate) async fn run(opts: &BenchOptions) -> anyhow::Result<Section> {
     Ok(s)
 }
 
-async fn once(imp: Impl, n: usize, opts: &BenchOptions) -> anyhow::Result<Once> {
+/// Measures `n` idle peers on a fresh `imp` server process.
+pub(crate) async fn once(imp: Impl, n: usize, opts: &BenchOptions) -> anyhow::Result<Once> {
     let mut server = ServerProcess::spawn(&spec(imp, opts)).await?;
     let wire = Wire::new(server.addr());
     let warm = client::hold(&wire, WARMUP_CONNECTIONS, WARMUP_CONNECTIONS, SETUP_TIMEOUT).await?;

@@ -3,6 +3,7 @@
 
 pub(crate) mod capacity;
 pub(crate) mod churn;
+pub(crate) mod daemon_idle;
 pub(crate) mod fanout;
 pub(crate) mod idle;
 pub(crate) mod network;
@@ -29,6 +30,10 @@ pub(crate) async fn run(scenario: Scenario, opts: &BenchOptions) -> anyhow::Resu
         Scenario::All => Scenario::EACH.to_vec(),
         one => vec![one],
     };
+    if list.contains(&Scenario::DaemonIdle) {
+        // Before anything runs: `all` should not fail on a missing daemon minutes in.
+        crate::daemon::locate(opts.daemon.as_deref())?;
+    }
     let mut sections = Vec::new();
     for s in list {
         info!("scenario {s}: starting");
@@ -36,6 +41,7 @@ pub(crate) async fn run(scenario: Scenario, opts: &BenchOptions) -> anyhow::Resu
         let mut section = match s {
             Scenario::Churn => churn::run(opts).await,
             Scenario::Idle => idle::run(opts).await,
+            Scenario::DaemonIdle => daemon_idle::run(opts).await,
             Scenario::Capacity => capacity::run(opts).await,
             Scenario::Ping => ping::run(opts).await,
             Scenario::Throughput => throughput::run(opts).await,
@@ -46,6 +52,18 @@ pub(crate) async fn run(scenario: Scenario, opts: &BenchOptions) -> anyhow::Resu
         .with_context(|| format!("scenario {s}"))?;
         if let Some(note) = before.and_then(|b| b.finish()) {
             section.notes.push(note);
+        }
+        if let Some(wrapper) = std::env::var(crate::child::WRAPPER_ENV)
+            .ok()
+            .filter(|w| !w.trim().is_empty())
+        {
+            // A profiler's own process is what /proc shows then: a wrapped run can print a
+            // PASS that says nothing about peerpool.
+            section.notes.push(format!(
+                "WRAPPED: servers ran under {}={wrapper:?}; their RSS and CPU figures describe \
+                 the wrapper, not the server",
+                crate::child::WRAPPER_ENV
+            ));
         }
         info!("scenario {s}: done");
         sections.push(section);
