@@ -1,8 +1,10 @@
 //! The connection task: socket <-> frames <-> peer machine.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
@@ -55,24 +57,41 @@ struct Conn {
     /// Bytes of `wbuf` already written.
     wpos: usize,
     /// Total bytes ever queued / written, to resolve completion notices.
-    queued_total: u64,
-    written_total: u64,
-    /// Completion notices: resolved once `written_total` reaches the offset.
-    marks: Vec<(u64, SendToken)>,
-    /// Frames queued since the last on_write callback (only kept when that hook is set).
-    write_hooks: Vec<(usize, Command)>,
+    /// Completion notices waiting for their bytes to be written; none (and nothing
+    /// allocated) on a connection nobody asked to be told about.
+    notices: Option<Box<Notices>>,
     /// The session's own cost; published to [`crate::peer::Session`] at every charge.
     cost: Cost,
     /// A received frame waiting out its cost delay, and when it may be handled. Nothing more
     /// is read meanwhile: a costly peer's backlog waits in its own socket.
-    held: Option<(Frame, Time)>,
+    held: Option<Box<(Frame, Time)>>,
     /// When a message was last encoded or bytes last written.
     last_active: tokio::time::Instant,
     /// Whether the send queues may hold spare capacity (cleared when they are shrunk).
     spare: bool,
     /// An event for the owning pool that found the peer's backlog full: the task is paused
     /// (nothing read, no further output carried out) until the pool takes it.
-    pending: Option<PeerEvent>,
+    pending: Option<Box<PeerEvent>>,
+}
+
+/// Completion notices of a connection: bytes written since the first notice was asked for,
+/// and per notice the count the message's last byte is at.
+#[derive(Default)]
+struct Notices {
+    written: u64,
+    marks: Vec<(u64, SendToken)>,
+}
+
+/// What woke a waiting connection task.
+enum Woke {
+    /// A command was queued (or the pool made room for a pending report).
+    Command,
+    /// The socket has bytes to read (or failed).
+    Readable(io::Result<()>),
+    /// The socket takes bytes again (or failed).
+    Writable(io::Result<()>),
+    /// The timer fired.
+    Timer,
 }
 
 /// What a drain of the machine's outputs came to.
@@ -111,10 +130,7 @@ pub(crate) async fn run(peer: Peer, stream: TcpStream) {
         rbuf: BytesMut::new(),
         wbuf: Vec::new(),
         wpos: 0,
-        queued_total: 0,
-        written_total: 0,
-        marks: Vec::new(),
-        write_hooks: Vec::new(),
+        notices: None,
         cost: Cost::new(clock::now()),
         held: None,
         last_active: tokio::time::Instant::now(),
@@ -141,10 +157,11 @@ impl Conn {
         let far = || clock::now() + Duration::from_secs(86_400);
         let sleep = tokio::time::sleep_until(clock::instant_of(far()));
         tokio::pin!(sleep);
-        // One timer for the machine's deadline and the idle shrink, whichever comes first (a
-        // second timer would cost every idle connection its size).
+        // One timer for the machine's deadline, the idle shrink and a delayed frame, whichever
+        // comes first (each timer more would cost every idle connection its size).
         let mut armed = None;
         let mut shrink_armed = None;
+        let mut resume_armed = None;
         loop {
             let paused = match self.resend() {
                 false => true,
@@ -186,45 +203,80 @@ impl Conn {
             };
             let shrink_at =
                 (self.spare && unwritten == 0).then(|| self.last_active + IDLE_SHRINK_AFTER);
-            if deadline != armed || shrink_at != shrink_armed {
+            // A delayed frame waits out its delay, unless the task is paused anyway.
+            let resume_at = self
+                .held
+                .as_ref()
+                .filter(|_| !paused)
+                .map(|h| clock::instant_of(h.1));
+            if deadline != armed || shrink_at != shrink_armed || resume_at != resume_armed {
                 armed = deadline;
                 shrink_armed = shrink_at;
-                let mut at = clock::instant_of(deadline.unwrap_or_else(far));
-                if let Some(shrink_at) = shrink_at {
-                    at = at.min(shrink_at);
-                }
+                resume_armed = resume_at;
+                let at = [shrink_at, resume_at]
+                    .into_iter()
+                    .flatten()
+                    .fold(clock::instant_of(deadline.unwrap_or_else(far)), |a, b| {
+                        a.min(b)
+                    });
                 sleep.as_mut().reset(at);
             }
             let want_write = self.wpos < self.wbuf.len();
-            let resume_at = self.held.as_ref().map(|(_, at)| *at);
-            let resume = clock::instant_of(resume_at.unwrap_or_else(far));
-            tokio::select! {
-                biased;
-                _ = self.peer.inner.wake.notified() => {}
-                () = tokio::time::sleep_until(resume), if resume_at.is_some() && !paused => {
-                    self.resume();
-                }
-                r = self.stream.readable(), if resume_at.is_none() && !paused => {
+            let reading = self.held.is_none() && !paused;
+            // Socket readiness is polled in place rather than through `readable()` and
+            // `writable()` futures: those would make every idle connection's task some 300
+            // bytes larger.
+            let woke = {
+                let (stream, wake) = (&self.stream, &self.peer.inner.wake);
+                let notified = wake.notified();
+                tokio::pin!(notified);
+                std::future::poll_fn(|cx| {
+                    if notified.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Woke::Command);
+                    }
+                    if reading {
+                        if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+                            return Poll::Ready(Woke::Readable(r));
+                        }
+                    }
+                    if want_write {
+                        if let Poll::Ready(r) = stream.poll_write_ready(cx) {
+                            return Poll::Ready(Woke::Writable(r));
+                        }
+                    }
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Woke::Timer);
+                    }
+                    Poll::Pending
+                })
+                .await
+            };
+            match woke {
+                Woke::Command => {}
+                Woke::Readable(r) => {
                     if let Err(reason) = r.map_err(io_reason).and_then(|()| self.read()) {
                         self.disconnect(reason);
                     }
                 }
-                r = self.stream.writable(), if want_write => {
+                Woke::Writable(r) => {
                     if let Err(e) = r {
                         self.disconnect(io_reason(e));
                     }
                 }
-                () = &mut sleep => {
-                    // Either the machine's deadline or the idle shrink (done at the top of the
-                    // loop); re-armed there.
+                Woke::Timer => {
+                    // The machine's deadline, the idle shrink (done at the top of the loop) or
+                    // a delayed frame's turn, whichever came first; re-armed at the top.
                     let now = clock::now();
                     let due = armed.is_some_and(|d| d <= now);
-                    armed = None;
-                    shrink_armed = None;
+                    let resume = resume_armed.is_some_and(|r| r <= tokio::time::Instant::now());
+                    (armed, shrink_armed, resume_armed) = (None, None, None);
                     if due {
                         if let Slot::Running(r) = &mut *self.peer.lock() {
                             r.machine.handle_timeout(now);
                         }
+                    }
+                    if resume {
+                        self.resume();
                     }
                 }
             }
@@ -262,7 +314,8 @@ impl Conn {
 
     /// Handles the frame that waited out its delay, then whatever else is buffered.
     fn resume(&mut self) {
-        if let Some((frame, _)) = self.held.take() {
+        if let Some(held) = self.held.take() {
+            let (frame, _) = *held;
             self.handle_frame(clock::now(), frame);
         }
         self.frames();
@@ -349,7 +402,7 @@ impl Conn {
                         self.handle_frame(now, frame);
                     } else {
                         trace!(?wait, cost = own + share, "costly session: message delayed");
-                        self.held = Some((frame, now + wait));
+                        self.held = Some(Box::new((frame, now + wait)));
                     }
                 }
                 Err(e) => {
@@ -399,6 +452,8 @@ impl Conn {
         let id = self.peer.inner.id;
         // One clock reading per drain: everything drained here leaves in the same write.
         let now = clock::now();
+        // Frames encoded in this round, for the `on_write` hook (only kept when it is set).
+        let mut written: Vec<(usize, Command)> = Vec::new();
         loop {
             let next = {
                 let mut slot = self.peer.lock();
@@ -417,12 +472,15 @@ impl Conn {
                             }
                             r.machine.handle_sent(now, kind, n);
                             self.spare = true;
-                            self.queued_total += n as u64;
                             if let Some(t) = token {
-                                self.marks.push((self.queued_total, t));
+                                // Resolved once every byte up to this message's end is out.
+                                let unwritten = (self.wbuf.len() - self.wpos) as u64;
+                                let notices = self.notices.get_or_insert_with(Box::default);
+                                let end = notices.written + unwritten;
+                                notices.marks.push((end, t));
                             }
                             if hooks {
-                                self.write_hooks.push((n, command_of(&message)));
+                                written.push((n, command_of(&message)));
                             }
                         }
                         other => break other,
@@ -436,10 +494,10 @@ impl Conn {
                 r.unwritten_bytes = self.wbuf.len() - self.wpos;
                 next
             };
-            if hooks && !self.write_hooks.is_empty() {
+            if !written.is_empty() {
                 let listeners = &self.peer.inner.config.listeners;
                 if let Some(f) = &listeners.on_write {
-                    for (n, c) in self.write_hooks.drain(..) {
+                    for (n, c) in written.drain(..) {
                         f(&self.peer, n, c);
                     }
                 }
@@ -451,9 +509,13 @@ impl Conn {
                     // The output queue held it: it may have grown.
                     self.spare = true;
                     if let Some(e) = self.dispatch(e) {
-                        self.pending = Some(e);
-                        if !self.resend() {
-                            return Drained::Paused;
+                        let peer = &self.peer.inner;
+                        if let Some(pool) = peer.pool.as_deref() {
+                            self.pending = pool.report(peer.id, &peer.session.pool_backlog, e);
+                            if self.pending.is_some() {
+                                trace!("pool busy: connection paused");
+                                return Drained::Paused;
+                            }
                         }
                     }
                 }
@@ -555,7 +617,7 @@ impl Conn {
         };
         let id = self.peer.inner.id;
         if let Some(event) = self.pending.take() {
-            pool.report_last(id, &self.peer.inner.session.pool_backlog, event);
+            pool.report_last(id, &self.peer.inner.session.pool_backlog, *event);
         }
         loop {
             let next = match &mut *self.peer.lock() {
@@ -581,7 +643,9 @@ impl Conn {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.wpos += n;
-                    self.written_total += n as u64;
+                    if let Some(notices) = self.notices.as_deref_mut() {
+                        notices.written += n as u64;
+                    }
                     self.last_active = tokio::time::Instant::now();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -596,9 +660,9 @@ impl Conn {
             self.wbuf.clear();
         }
         if self
-            .marks
-            .first()
-            .is_some_and(|(end, _)| *end <= self.written_total)
+            .notices
+            .as_deref()
+            .is_some_and(|n| n.marks.first().is_some_and(|(end, _)| *end <= n.written))
         {
             self.complete_marks();
         }
@@ -606,14 +670,20 @@ impl Conn {
     }
 
     fn complete_marks(&mut self) {
-        let written = self.written_total;
-        let done: Vec<SendToken> = self
+        let Some(notices) = self.notices.as_deref_mut() else {
+            return;
+        };
+        let written = notices.written;
+        let done: Vec<SendToken> = notices
             .marks
             .iter()
             .filter(|(end, _)| *end <= written)
             .map(|(_, t)| *t)
             .collect();
-        self.marks.retain(|(end, _)| *end > written);
+        notices.marks.retain(|(end, _)| *end > written);
+        if notices.marks.is_empty() {
+            self.notices = None;
+        }
         if let Slot::Running(r) = &mut *self.peer.lock() {
             let mut i = 0;
             while i < r.waiters.len() {
@@ -685,5 +755,23 @@ mod tests {
             "00000000  30 31 32 33 34 35 36 37  38 39 61 62 63 64 65 66  |0123456789abcdef|\n\
              00000010  58 59                                             |XY|\n"
         );
+    }
+
+    /// Every idle connection holds its task's state: what `run` keeps across its awaits is
+    /// memory per peer. A future that grows past this bound (another timer, a readiness
+    /// future per direction) shows here first.
+    #[tokio::test]
+    async fn an_idle_connection_task_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let config = crate::Config::new(peerpool_wire::Network::Regtest.params());
+        let task = super::run(
+            crate::Peer::new_inbound(std::sync::Arc::new(config)),
+            stream,
+        );
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 768, "connection task of {size} bytes");
     }
 }

@@ -30,11 +30,16 @@ use crate::pool::link::PoolLink;
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Where the connection stands.
+// The running state is kept inline rather than boxed: it lives in the peer's one shared
+// allocation for as long as the connection does, and a second allocation would cost every
+// idle peer its header and rounding. A finished peer keeps the room until its last handle
+// goes, which a pool lets go of at once.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Slot {
     /// Created, no connection handed over yet.
     Unconnected,
     /// A connection task drives the machine.
-    Running(Box<Running>),
+    Running(Running),
     /// Over; the last statistics are kept for late queries.
     Finished {
         reason: DisconnectReason,
@@ -225,21 +230,29 @@ impl Peer {
             if self.inner.direction == Direction::Outbound && self.inner.pool.is_none() {
                 lock_nonces(config).insert(machine.nonce());
             }
-            *slot = Slot::Running(Box::new(Running {
+            *slot = Slot::Running(Running {
                 machine,
                 waiters: Vec::new(),
                 pending_bytes: 0,
                 unwritten_bytes: 0,
-            }));
+            });
         }
-        let span = tracing::info_span!(
+        // The connection's span carries its id, address and direction into every line its
+        // task logs at debug level and below. It is a debug span: a span a subscriber records
+        // costs each connection some 400 bytes, and what is logged at info names the peer
+        // itself.
+        let span = tracing::debug_span!(
             "peer",
             peer = %self.inner.id,
             addr = %remote,
             direction = %self.inner.direction
         );
-        let peer = self.clone();
-        tokio::spawn(crate::conn::run(peer, stream).instrument(span));
+        let task = crate::conn::run(self.clone(), stream);
+        if span.is_disabled() {
+            tokio::spawn(task);
+        } else {
+            tokio::spawn(task.instrument(span));
+        }
     }
 
     /// The peer's id, unique within the process.
@@ -270,6 +283,12 @@ impl Peer {
     /// Whether a connection is up (handshake complete or not).
     pub fn connected(&self) -> bool {
         matches!(*self.lock(), Slot::Running(_))
+    }
+
+    /// Whether the peer was handed a connection (it may have ended since): the peers that
+    /// have statistics.
+    pub fn started(&self) -> bool {
+        !matches!(*self.lock(), Slot::Unconnected)
     }
 
     /// Whether the version/verack handshake has completed on a live connection.

@@ -71,31 +71,41 @@ impl PoolLink {
         PoolMachine::wants_decoded(kind) || self.bus.wants(kind)
     }
 
-    /// Sends the event in `pending` (if any) of `peer` to the driver if the peer's backlog has
-    /// room, taking it out; leaves it there when there is none. Returns whether `pending` is
-    /// empty now (the caller pauses otherwise, and offers it again once woken).
-    pub(crate) fn offer(
+    /// Sends `event` of `peer` to the driver if the peer's backlog has room; gives it back
+    /// (boxed: it will wait) when it has none, and the caller pauses.
+    pub(crate) fn report(
         &self,
         peer: PeerId,
         backlog: &AtomicU32,
-        pending: &mut Option<PeerEvent>,
-    ) -> bool {
-        let Some(event) = pending.take() else {
-            return true;
-        };
+        event: PeerEvent,
+    ) -> Option<Box<PeerEvent>> {
         if self.reports.is_closed() {
             // The driver is gone (the pool stopped): nobody will ever make room.
-            return true;
+            return None;
         }
         let taken = backlog.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
             (n < self.capacity).then_some(n + 1)
         });
         if taken.is_err() {
-            *pending = Some(event);
-            return false;
+            return Some(Box::new(event));
         }
         self.send(peer, Reported::Event(event));
-        true
+        None
+    }
+
+    /// Offers the event that waits in `pending` (if any) again; whether `pending` is empty
+    /// now.
+    pub(crate) fn offer(
+        &self,
+        peer: PeerId,
+        backlog: &AtomicU32,
+        pending: &mut Option<Box<PeerEvent>>,
+    ) -> bool {
+        let Some(event) = pending.take() else {
+            return true;
+        };
+        *pending = self.report(peer, backlog, *event);
+        pending.is_none()
     }
 
     /// Sends an event past the backlog's limit: only for the few a finishing connection has
