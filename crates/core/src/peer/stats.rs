@@ -10,22 +10,41 @@ use super::{Direction, HandshakeState, PeerId};
 use crate::time::Time;
 
 /// Bytes per message kind, kept as a short list: a peer exchanges only a handful of kinds, and
-/// a table of every kind would cost every idle connection hundreds of bytes.
+/// a table of every kind would cost every idle connection hundreds of bytes. Each entry is one
+/// `u64`: the kind in the top byte, the bytes in the other 56 bits (64 PiB, more than any
+/// connection carries).
 #[derive(Clone, Debug, Default)]
-pub(crate) struct PerKind(Vec<(MessageKind, u64)>);
+pub(crate) struct PerKind(Vec<u64>);
+
+/// Bits of an entry that count bytes.
+const BYTES_BITS: u32 = 56;
+const BYTES_MASK: u64 = (1 << BYTES_BITS) - 1;
 
 impl PerKind {
     pub(crate) fn add(&mut self, kind: MessageKind, bytes: u64) {
-        match self.0.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, b)) => *b += bytes,
-            None => self.0.push((kind, bytes)),
+        let tag = (kind as u64) << BYTES_BITS;
+        match self.0.iter_mut().find(|e| **e & !BYTES_MASK == tag) {
+            Some(e) => *e = tag | ((*e & BYTES_MASK).saturating_add(bytes).min(BYTES_MASK)),
+            None => self.0.push(tag | bytes.min(BYTES_MASK)),
         }
     }
 
     pub(crate) fn to_sorted(&self) -> Vec<(MessageKind, u64)> {
-        let mut v = self.0.clone();
+        let mut v: Vec<(MessageKind, u64)> = self
+            .0
+            .iter()
+            .filter_map(|e| {
+                let kind = MessageKind::ALL.get((e >> BYTES_BITS) as usize)?;
+                Some((*kind, e & BYTES_MASK))
+            })
+            .collect();
         v.sort_by_key(|(k, _)| k.as_str());
         v
+    }
+
+    /// Gives back spare capacity.
+    pub(crate) fn shrink(&mut self) {
+        self.0.shrink_to_fit();
     }
 }
 
@@ -119,5 +138,36 @@ impl StatsSnapshot {
     /// Whether the handshake is complete.
     pub fn is_ready(&self) -> bool {
         matches!(self.handshake, HandshakeState::Ready { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_keeps_its_own_count() {
+        let mut p = PerKind::default();
+        for (i, kind) in MessageKind::ALL.iter().enumerate() {
+            p.add(*kind, i as u64 + 1);
+            p.add(*kind, 1_000);
+        }
+        let got = p.to_sorted();
+        assert_eq!(got.len(), MessageKind::ALL.len());
+        for (i, kind) in MessageKind::ALL.iter().enumerate() {
+            assert!(got.contains(&(*kind, i as u64 + 1_001)), "{kind}");
+        }
+    }
+
+    #[test]
+    fn counts_saturate_instead_of_spilling_into_the_kind() {
+        let mut p = PerKind::default();
+        p.add(MessageKind::Tx, BYTES_MASK - 1);
+        p.add(MessageKind::Tx, 10);
+        p.add(MessageKind::Block, 5);
+        assert_eq!(
+            p.to_sorted(),
+            [(MessageKind::Block, 5), (MessageKind::Tx, BYTES_MASK)]
+        );
     }
 }

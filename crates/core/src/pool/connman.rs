@@ -141,6 +141,14 @@ pub enum ConnKind {
 }
 
 impl ConnKind {
+    /// Who dialed: [`ConnKind::Inbound`] connections are theirs, every other kind ours.
+    pub fn direction(self) -> crate::peer::Direction {
+        match self {
+            ConnKind::Inbound => crate::peer::Direction::Inbound,
+            _ => crate::peer::Direction::Outbound,
+        }
+    }
+
     /// Bitcoin Core's `connection_type` name.
     pub fn as_str(self) -> &'static str {
         match self {

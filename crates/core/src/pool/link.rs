@@ -64,7 +64,7 @@ impl PoolMachine {
             tracing::debug!(%peer, "event of an unknown peer ignored");
             return;
         };
-        let (direction, closing) = (state.direction, state.closing);
+        let (direction, closing) = (state.kind.direction(), state.closing);
         match event {
             PeerEvent::VersionSent { nonce } => {
                 if direction == Direction::Outbound {
@@ -147,7 +147,7 @@ impl PoolMachine {
             return;
         };
         p.ready = true;
-        let (addr, direction, kind) = (p.addr, p.direction, p.kind);
+        let (addr, direction, kind) = (p.addr, p.kind.direction(), p.kind);
         self.connman.handle_handshake(peer);
         if direction == Direction::Outbound {
             self.addrman.good(&addr, now);
@@ -186,7 +186,7 @@ impl PoolMachine {
             return;
         }
         let addr = p.addr;
-        let exempt = p.permissions.contains(&Permission::NoBan)
+        let exempt = p.permissions.contains(Permission::NoBan)
             || matches!(p.kind, ConnKind::Manual | ConnKind::OneTry);
         match verdict(self.banman.config(), what, score, exempt) {
             Verdict::None => {}

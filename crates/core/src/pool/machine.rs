@@ -123,6 +123,64 @@ impl Permission {
     ];
 }
 
+/// A set of [`Permission`]s, one bit each: what a peer holds costs it one byte.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PermissionSet(u8);
+
+impl PermissionSet {
+    /// Every permission, in Core's order of names.
+    const ALL: [Permission; 7] = [
+        Permission::NoBan,
+        Permission::Relay,
+        Permission::Mempool,
+        Permission::Download,
+        Permission::Addr,
+        Permission::BloomFilter,
+        Permission::ForceRelay,
+    ];
+
+    fn bit(p: Permission) -> u8 {
+        1 << (p as u8)
+    }
+
+    /// Whether `p` is in the set.
+    pub fn contains(self, p: Permission) -> bool {
+        self.0 & PermissionSet::bit(p) != 0
+    }
+
+    /// Adds `p`.
+    pub fn insert(&mut self, p: Permission) {
+        self.0 |= PermissionSet::bit(p);
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The permissions in the set, in order.
+    pub fn iter(self) -> impl Iterator<Item = Permission> {
+        PermissionSet::ALL
+            .into_iter()
+            .filter(move |p| self.contains(*p))
+    }
+
+    /// The permissions in the set, in order.
+    pub fn to_vec(self) -> Vec<Permission> {
+        self.iter().collect()
+    }
+}
+
+impl FromIterator<Permission> for PermissionSet {
+    fn from_iter<I: IntoIterator<Item = Permission>>(iter: I) -> PermissionSet {
+        let mut set = PermissionSet::default();
+        for p in iter {
+            set.insert(p);
+        }
+        set
+    }
+}
+
 /// A whitelisted subnet and its permissions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WhitelistEntry {
@@ -307,7 +365,6 @@ pub struct PoolPeer {
 #[derive(Debug)]
 pub(crate) struct PeerState {
     pub(crate) addr: NetAddr,
-    pub(crate) direction: Direction,
     pub(crate) kind: ConnKind,
     /// The handshake completed (and the peer was not closing then).
     pub(crate) ready: bool,
@@ -315,7 +372,7 @@ pub(crate) struct PeerState {
     pub(crate) closing: bool,
     /// Its address was banned for its misbehaviour; later reports are not judged again.
     pub(crate) banned: bool,
-    pub(crate) permissions: Vec<Permission>,
+    pub(crate) permissions: PermissionSet,
     pub(crate) intake: AddrIntake,
 }
 
@@ -323,23 +380,16 @@ impl PeerState {
     fn summary(&self) -> PoolPeer {
         PoolPeer {
             addr: self.addr,
-            direction: self.direction,
+            direction: self.kind.direction(),
             kind: self.kind,
             ready: self.ready,
             closing: self.closing,
         }
     }
 
-    fn new(
-        addr: NetAddr,
-        direction: Direction,
-        kind: ConnKind,
-        permissions: Vec<Permission>,
-        now: Time,
-    ) -> PeerState {
+    fn new(addr: NetAddr, kind: ConnKind, permissions: PermissionSet, now: Time) -> PeerState {
         PeerState {
             addr,
-            direction,
             kind,
             ready: false,
             closing: false,
@@ -444,8 +494,10 @@ impl PoolMachine {
     }
 
     /// Permissions of a connected peer.
-    pub fn permissions(&self, peer: PeerId) -> &[Permission] {
-        self.peers.get(&peer).map_or(&[], |p| &p.permissions[..])
+    pub fn permissions(&self, peer: PeerId) -> PermissionSet {
+        self.peers
+            .get(&peer)
+            .map_or_else(PermissionSet::default, |p| p.permissions)
     }
 
     /// A connection, handshake done or not, from the moment the pool accounted for it until
@@ -538,12 +590,10 @@ impl PoolMachine {
         // Automatic dials never go to a banned address, but a ban made while this one was
         // under way found no connection to close (`disconnect_banned` sees live peers only).
         let banned = matches!(kind, ConnKind::Outbound | ConnKind::Feeler)
-            && !permissions.contains(&Permission::NoBan)
+            && !permissions.contains(Permission::NoBan)
             && self.banman.is_banned(&addr, now);
-        self.peers.insert(
-            peer,
-            PeerState::new(addr, Direction::Outbound, kind, permissions, now),
-        );
+        self.peers
+            .insert(peer, PeerState::new(addr, kind, permissions, now));
         if banned {
             self.disconnect(peer, DisconnectReason::Banned);
         } else if !self.network_active {
@@ -580,7 +630,7 @@ impl PoolMachine {
             return Err(Refused::NetworkInactive);
         }
         let permissions = self.whitelisted(&addr);
-        let noban = permissions.contains(&Permission::NoBan);
+        let noban = permissions.contains(Permission::NoBan);
         if !noban && self.banman.is_banned(&addr, now) {
             return Err(Refused::Banned);
         }
@@ -606,13 +656,7 @@ impl PoolMachine {
         }
         self.peers.insert(
             peer,
-            PeerState::new(
-                addr,
-                Direction::Inbound,
-                ConnKind::Inbound,
-                permissions,
-                now,
-            ),
+            PeerState::new(addr, ConnKind::Inbound, permissions, now),
         );
         self.sync_timers(now);
         Ok(())
@@ -637,7 +681,7 @@ impl PoolMachine {
         self.connman.handle_disconnected(now, peer, p.ready);
         self.timers.cancel(Timer::LocalAddr(peer));
         if p.ready {
-            if p.direction == Direction::Outbound {
+            if p.kind.direction() == Direction::Outbound {
                 self.addrman.connected(&p.addr, now);
             }
             if p.kind != ConnKind::Feeler {
@@ -769,7 +813,7 @@ impl PoolMachine {
         let connected: BTreeSet<Host> = self
             .peers
             .values()
-            .filter(|p| p.direction == Direction::Outbound)
+            .filter(|p| p.kind.direction() == Direction::Outbound)
             .map(|p| p.addr.host)
             .chain(self.dialing.values().map(|a| a.host))
             .collect();
@@ -832,17 +876,13 @@ impl PoolMachine {
         }
     }
 
-    fn whitelisted(&self, addr: &NetAddr) -> Vec<Permission> {
-        let mut perms: Vec<Permission> = self
-            .config
+    fn whitelisted(&self, addr: &NetAddr) -> PermissionSet {
+        self.config
             .whitelist
             .iter()
             .filter(|w| w.subnet.contains(&addr.host))
             .flat_map(|w| w.permissions.iter().copied())
-            .collect();
-        perms.sort();
-        perms.dedup();
-        perms
+            .collect()
     }
 
     /// Emits [`Output::Reseed`] when outbound slots have starved for [`RESEED_DELAY`] (at most
@@ -885,7 +925,7 @@ impl PoolMachine {
         let banned: Vec<PeerId> = self
             .peers
             .iter()
-            .filter(|(_, p)| !p.permissions.contains(&Permission::NoBan))
+            .filter(|(_, p)| !p.permissions.contains(Permission::NoBan))
             .filter(|(_, p)| self.banman.is_banned(&p.addr, now))
             .map(|(id, _)| *id)
             .collect();

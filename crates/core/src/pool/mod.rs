@@ -20,4 +20,4 @@ pub mod relay;
 pub mod subnet;
 pub mod timers;
 
-pub use machine::{Output, Permission, PoolEvent, PoolMachine, PoolPeer, Useful};
+pub use machine::{Output, Permission, PermissionSet, PoolEvent, PoolMachine, PoolPeer, Useful};

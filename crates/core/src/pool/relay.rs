@@ -152,7 +152,7 @@ impl PoolMachine {
         if !p.ready {
             return;
         }
-        let unlimited = p.permissions.contains(&Permission::Addr);
+        let unlimited = p.permissions.contains(Permission::Addr);
         p.intake.refill(now);
         let answer = p.intake.awaiting_answer && total > MAX_RELAYED_ANNOUNCEMENT;
         if answer {
@@ -224,7 +224,7 @@ impl PoolMachine {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        if p.direction != Direction::Inbound || p.intake.answered_getaddr || !p.ready {
+        if p.kind.direction() != Direction::Inbound || p.intake.answered_getaddr || !p.ready {
             return;
         }
         p.intake.answered_getaddr = true;

@@ -8,7 +8,7 @@ use bitcoin::p2p::message_network::{Reject, RejectReason};
 use bitcoin::BlockHash;
 use tracing::debug;
 
-use super::{PeerMachine, Ping, QueueError, Queued, REJECT_VERSION};
+use super::{Locator, PeerMachine, Ping, QueueError, Queued, REJECT_VERSION};
 use crate::gossip::{Announced, MAX_ADDR_TO_SEND};
 use crate::peer::config::MAX_PENDING_BEFORE_HANDSHAKE;
 use crate::peer::inventory::{is_block, MAX_PENDING};
@@ -37,7 +37,7 @@ impl PeerMachine {
         } else if self.held.len() >= MAX_PENDING_BEFORE_HANDSHAKE {
             return Err(QueueError::HandshakePending);
         } else {
-            self.held.push_back((msg, token));
+            self.held.push(msg, token);
         }
         Ok(token)
     }
@@ -156,41 +156,44 @@ impl PeerMachine {
     /// Sends `getblocks`, unless it repeats the previous request exactly. Returns whether it
     /// was queued.
     pub fn push_getblocks(&mut self, locator: Vec<BlockHash>, stop: BlockHash) -> bool {
-        let request = (locator, stop);
-        if self.last_getblocks.as_deref() == Some(&request) {
-            debug!(peer = %self.id, "duplicate getblocks ignored");
-            return false;
-        }
-        let msg = GetBlocksMessage {
-            version: self.our_version(),
-            locator_hashes: request.0.clone(),
-            stop_hash: request.1,
-        };
-        let queued = self
-            .queue_message(NetworkMessage::GetBlocks(msg), false)
-            .is_ok();
-        self.last_getblocks = Some(Box::new(request));
-        queued
+        self.push_locator(Locator::Blocks, locator, stop)
     }
 
     /// Sends `getheaders`, unless it repeats the previous request exactly. Returns whether it
     /// was queued.
     pub fn push_getheaders(&mut self, locator: Vec<BlockHash>, stop: BlockHash) -> bool {
+        self.push_locator(Locator::Headers, locator, stop)
+    }
+
+    /// `getblocks` or `getheaders`, each remembered so that the same request twice in a row
+    /// goes out once (as btcd's peer does).
+    fn push_locator(&mut self, which: Locator, locator: Vec<BlockHash>, stop: BlockHash) -> bool {
         let request = (locator, stop);
-        if self.last_getheaders.as_deref() == Some(&request) {
-            debug!(peer = %self.id, "duplicate getheaders ignored");
+        let version = self.our_version();
+        let last = self.last_requests.get_or_insert_with(Box::default);
+        let slot = match which {
+            Locator::Blocks => &mut last.blocks,
+            Locator::Headers => &mut last.headers,
+        };
+        if slot.as_ref() == Some(&request) {
+            debug!(peer = %self.id, "duplicate {} ignored", which.command());
             return false;
         }
-        let msg = GetHeadersMessage {
-            version: self.our_version(),
+        let msg = GetBlocksMessage {
+            version,
             locator_hashes: request.0.clone(),
             stop_hash: request.1,
         };
-        let queued = self
-            .queue_message(NetworkMessage::GetHeaders(msg), false)
-            .is_ok();
-        self.last_getheaders = Some(Box::new(request));
-        queued
+        *slot = Some(request);
+        let msg = match which {
+            Locator::Blocks => NetworkMessage::GetBlocks(msg),
+            Locator::Headers => NetworkMessage::GetHeaders(GetHeadersMessage {
+                version: msg.version,
+                locator_hashes: msg.locator_hashes,
+                stop_hash: msg.stop_hash,
+            }),
+        };
+        self.queue_message(msg, false).is_ok()
     }
 
     /// Sends a BIP61 `reject` (to peers that understand it). The hash is meaningful only for

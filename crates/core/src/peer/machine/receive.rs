@@ -276,7 +276,7 @@ impl PeerMachine {
         if negotiated >= SENDHEADERS_VERSION {
             self.push_send(NetworkMessage::SendHeaders, None);
         }
-        while let Some((msg, token)) = self.held.pop_front() {
+        while let Some((msg, token)) = self.held.pop() {
             self.push_send(msg, token);
         }
         // Ping at once: the first round trip time is known right after the handshake.

@@ -531,7 +531,7 @@ fn whitelisted_noban_peers_are_never_banned() {
             .any(|o| matches!(o, Output::Event(PoolEvent::Banned { .. }))),
         "{out:?}"
     );
-    assert!(p.permissions(PeerId(1)).contains(&Permission::NoBan));
+    assert!(p.permissions(PeerId(1)).contains(Permission::NoBan));
 }
 
 #[test]
