@@ -89,7 +89,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use driver::PoolView;
+pub use driver::{ConnectionCounts, PoolView};
 pub use handle::{
     AddTried, AddrManInfo, KnownAddress, NetTotals, PeerDetails, PoolError, PoolHandle, SessionInfo,
 };

@@ -4,10 +4,11 @@
 //! are never stale; handshakes, bans, evictions and departures are counted from the pool's
 //! event bus as they happen; RPC calls are counted by the server.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use peerpool_net::bus::PoolEvent;
-use peerpool_net::pool::PoolHandle;
+use peerpool_net::pool::{PoolHandle, PoolView};
 use peerpool_net::Direction;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -152,35 +153,23 @@ impl Metrics {
         self.peers.clear();
         self.message_bytes.clear();
         self.messages.clear();
-        if let Ok(details) = pool.peer_details().await {
-            for d in &details {
-                let dir = match d.direction {
-                    Direction::Inbound => "inbound",
-                    Direction::Outbound => "outbound",
-                };
+        // Tallied inside the pool, one connection at a time: a scrape of a pool with
+        // thousands of peers never holds a snapshot of every one at once.
+        if let Ok(tally) = pool.query(tally).await {
+            for ((dir, network), n) in tally.peers {
                 self.peers
-                    .get_or_create(&labels(&[
-                        ("direction", dir),
-                        ("network", d.addr.network().as_str()),
-                    ]))
-                    .inc();
-                let Some(s) = &d.stats else { continue };
-                for (way, list, count) in [
-                    ("sent", &s.bytes_sent_per_msg, s.msgs_sent),
-                    ("received", &s.bytes_recv_per_msg, s.msgs_recv),
-                ] {
-                    for (kind, b) in list {
-                        self.message_bytes
-                            .get_or_create(&labels(&[
-                                ("direction", way),
-                                ("message", kind.as_str()),
-                            ]))
-                            .inc_by(i64::try_from(*b).unwrap_or(i64::MAX));
-                    }
-                    self.messages
-                        .get_or_create(&labels(&[("direction", way)]))
-                        .inc_by(i64::try_from(count).unwrap_or(i64::MAX));
-                }
+                    .get_or_create(&labels(&[("direction", dir), ("network", network)]))
+                    .set(n);
+            }
+            for ((way, kind), b) in tally.bytes {
+                self.message_bytes
+                    .get_or_create(&labels(&[("direction", way), ("message", kind)]))
+                    .inc_by(i64::try_from(b).unwrap_or(i64::MAX));
+            }
+            for (way, n) in [("sent", tally.sent), ("received", tally.received)] {
+                self.messages
+                    .get_or_create(&labels(&[("direction", way)]))
+                    .inc_by(i64::try_from(n).unwrap_or(i64::MAX));
             }
         }
         if let Ok(t) = pool.net_totals().await {
@@ -196,4 +185,43 @@ impl Metrics {
         let _ = encode(&mut out, &registry);
         out
     }
+}
+
+/// The pool's connections summed up for a scrape.
+#[derive(Default)]
+struct Tally {
+    /// Connections by direction and network.
+    peers: BTreeMap<(&'static str, &'static str), i64>,
+    /// Bytes by way (sent, received) and message type.
+    bytes: BTreeMap<(&'static str, &'static str), u64>,
+    /// Messages sent and received.
+    sent: u64,
+    received: u64,
+}
+
+fn tally(view: &PoolView<'_>) -> Tally {
+    let mut t = Tally::default();
+    for (id, known) in view.machine().peers() {
+        let dir = match known.direction {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        };
+        *t.peers
+            .entry((dir, known.addr.network().as_str()))
+            .or_default() += 1;
+        let Some(s) = view.peer(id).and_then(|p| p.stats()) else {
+            continue;
+        };
+        for (way, list) in [
+            ("sent", &s.bytes_sent_per_msg),
+            ("received", &s.bytes_recv_per_msg),
+        ] {
+            for (kind, b) in list {
+                *t.bytes.entry((way, kind.as_str())).or_default() += b;
+            }
+        }
+        t.sent += s.msgs_sent;
+        t.received += s.msgs_recv;
+    }
+    t
 }

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-pub use views::PoolView;
+pub use views::{ConnectionCounts, PoolView};
 
 use super::handle::{NetTotals, Request};
 use super::io::{Accepted, Dialer};

@@ -20,7 +20,23 @@ use crate::bus::PeerInfo;
 use crate::pool::handle::{AddrManInfo, KnownAddress, NetTotals, PeerDetails, SessionInfo};
 use crate::pool::io::Dialer;
 use crate::pool::peer_info;
-use crate::{Peer, PeerId};
+use crate::{Direction, Peer, PeerId};
+
+/// Connections by direction; see [`PoolView::connection_counts`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionCounts {
+    /// They connected to us.
+    pub inbound: usize,
+    /// We connected to them.
+    pub outbound: usize,
+}
+
+impl ConnectionCounts {
+    /// Both directions.
+    pub fn total(&self) -> usize {
+        self.inbound + self.outbound
+    }
+}
 
 /// A read-only view of a running pool: its machine and its connections, at one moment.
 pub struct PoolView<'a> {
@@ -52,6 +68,24 @@ impl PoolView<'_> {
     /// A connection by id.
     pub fn peer(&self, id: PeerId) -> Option<&Peer> {
         self.members.get(&id)
+    }
+
+    /// Connections with statistics (the ones `getpeerinfo` lists), by direction: counted
+    /// without taking any snapshot.
+    pub fn connection_counts(&self) -> ConnectionCounts {
+        let mut counts = ConnectionCounts::default();
+        for (id, peer) in self.peers() {
+            let Some(known) = self.machine.peer(id) else {
+                continue;
+            };
+            if peer.started() {
+                match known.direction {
+                    Direction::Inbound => counts.inbound += 1,
+                    Direction::Outbound => counts.outbound += 1,
+                }
+            }
+        }
+        counts
     }
 
     /// How many peers completed the handshake (the bus request PeerCount).

@@ -4,7 +4,6 @@ use peerpool_core::addr::{AddrSpec, NetAddr, Network};
 use peerpool_net::Direction;
 use serde_json::{json, Value};
 
-use super::peers::connections;
 use super::{handler, opt, req, Call, Method};
 use crate::error::{self, RpcError};
 
@@ -61,22 +60,31 @@ async fn getaddednodeinfo(c: Call<'_>) -> Result<Value, RpcError> {
         None => None,
     };
     let added = c.pool().added_nodes().await?;
-    let peers = connections(c.ctx).await?;
+    // The addresses of our outbound connections, with no snapshot of any peer.
+    let outbound: Vec<NetAddr> = c
+        .pool()
+        .query(|v| {
+            v.machine()
+                .peers()
+                .filter(|(id, p)| {
+                    p.direction == Direction::Outbound && v.peer(*id).is_some_and(|p| p.started())
+                })
+                .map(|(_, p)| p.addr)
+                .collect()
+        })
+        .await?;
     let mut out = Vec::new();
     for node in added
         .iter()
         .filter(|n| wanted.map_or(true, |w| w == n.addr))
     {
-        let conn = peers
-            .iter()
-            .find(|p| p.addr == node.addr && p.direction == Direction::Outbound);
+        let conn = outbound.iter().find(|a| **a == node.addr);
         let mut entry = json!({
             "addednode": node.addr.to_string(),
             "connected": conn.is_some(),
         });
-        if let Some(p) = conn {
-            entry["addresses"] =
-                json!([{ "address": p.addr.to_string(), "connected": "outbound" }]);
+        if let Some(a) = conn {
+            entry["addresses"] = json!([{ "address": a.to_string(), "connected": "outbound" }]);
         } else {
             entry["addresses"] = json!([]);
         }

@@ -6,7 +6,7 @@ use peerpool_core::peer::PeerConfig;
 use peerpool_net::Direction;
 use serde_json::{json, Value};
 
-use super::peers::{connections, service_names};
+use super::peers::service_names;
 use super::{handler, now_millis, req, Call, Method};
 use crate::error::RpcError;
 
@@ -54,20 +54,24 @@ pub(super) static GETNETWORKINFO: Method = Method {
 
 async fn getnetworkinfo(c: Call<'_>) -> Result<Value, RpcError> {
     let d = &c.ctx.daemon;
-    let peers = connections(c.ctx).await?;
-    let inbound = peers
-        .iter()
-        .filter(|p| p.direction == Direction::Inbound)
-        .count();
+    // Counted in place, and only outbound peers looked at closely: a pool of thousands of
+    // inbound peers answers without a snapshot of each.
+    let (counts, mut offsets) = c
+        .pool()
+        .query(|v| {
+            // Outbound peers only, as Bitcoin Core: peers that dial us cannot skew it.
+            let offsets: Vec<i64> = v
+                .machine()
+                .peers()
+                .filter(|(_, p)| p.direction == Direction::Outbound)
+                .filter_map(|(id, _)| v.peer(id)?.stats())
+                .filter(|s| s.version != 0)
+                .map(|s| s.time_offset)
+                .collect();
+            (v.connection_counts(), offsets)
+        })
+        .await?;
     let services = PeerConfig::new(d.chain.clone()).services;
-    // Outbound peers only, as Bitcoin Core: peers that dial us cannot skew it.
-    let mut offsets: Vec<i64> = peers
-        .iter()
-        .filter(|p| p.direction == Direction::Outbound)
-        .filter_map(|p| p.stats.as_ref())
-        .filter(|s| s.version != 0)
-        .map(|s| s.time_offset)
-        .collect();
     offsets.sort_unstable();
     let timeoffset = offsets.get(offsets.len() / 2).copied().unwrap_or(0);
     let networks: Vec<Value> = Network::ALL
@@ -98,9 +102,9 @@ async fn getnetworkinfo(c: Call<'_>) -> Result<Value, RpcError> {
         "localrelay": true,
         "timeoffset": timeoffset,
         "networkactive": d.pool.network_active().await?,
-        "connections": peers.len(),
-        "connections_in": inbound,
-        "connections_out": peers.len() - inbound,
+        "connections": counts.total(),
+        "connections_in": counts.inbound,
+        "connections_out": counts.outbound,
         "networks": networks,
         "relayfee": 0.00001,
         "incrementalfee": 0.00001,

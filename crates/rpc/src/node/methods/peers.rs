@@ -9,7 +9,6 @@ use serde_json::{json, Value};
 
 use super::{handler, to_text, Call, Method, Output};
 use crate::error::RpcError;
-use crate::node::Context;
 
 pub(super) static GETPEERINFO: Method = Method {
     name: "getpeerinfo",
@@ -44,14 +43,8 @@ pub(super) static GETCONNECTIONCOUNT: Method = Method {
 };
 
 async fn getconnectioncount(c: Call<'_>) -> Result<Value, RpcError> {
-    Ok(json!(connections(c.ctx).await?.len()))
-}
-
-/// Connections that have statistics: the ones `getpeerinfo` lists.
-pub(super) async fn connections(ctx: &Context) -> Result<Vec<PeerDetails>, RpcError> {
-    let mut d = ctx.daemon.pool.peer_details().await?;
-    d.retain(|p| p.stats.is_some());
-    Ok(d)
+    let counts = c.pool().query(|v| v.connection_counts()).await?;
+    Ok(json!(counts.total()))
 }
 
 /// Bitcoin Core's names of service bits (`GetServicesNames`); unknown bits as `UNKNOWN[2^n]`.
