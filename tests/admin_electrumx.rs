@@ -5,17 +5,15 @@
 //! virtual environment under the target directory on first use (`python3 -m venv`, then
 //! `pip install e-x`), which needs python3 with its venv module and access to PyPI.
 
-#[path = "daemon/mod.rs"]
-mod daemon;
-#[path = "admin/support.rs"]
-mod support;
-
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use peerpool_testkit::daemon::Binary;
+use peerpool_testkit::{eventually, python, tempdir};
 use serde_json::Value;
-use support::{eventually, hub, spoke};
+
+const PEERPOOL: Binary = Binary::new(env!("CARGO_BIN_EXE_peerpool"));
 
 /// The version of `e-x` the test installs: its tables are what the answers are shaped for.
 const E_X: &str = "e-x==2.0.0";
@@ -27,24 +25,8 @@ fn electrumx_rpc() -> PathBuf {
             return PathBuf::from(p);
         }
         let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("electrumx-venv");
-        let bin = venv.join("bin/electrumx_rpc");
-        if !bin.exists() {
-            let ok = Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&venv)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(
-                ok,
-                "python3 -m venv failed: install python3 and python3-venv"
-            );
-            let ok = Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", E_X])
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "pip install {E_X} failed (is PyPI reachable?)");
-        }
-        bin
+        let has_client = |env: &Path| env.join("bin/electrumx_rpc").exists();
+        python::venv(&venv, E_X, has_client).join("bin/electrumx_rpc")
     })
     .clone()
 }
@@ -77,13 +59,13 @@ fn json(text: &str) -> Value {
 
 #[test]
 fn electrumx_rpc_shows_and_controls_the_sessions_of_a_live_daemon() {
-    let (_hub, hub_p2p, port) = hub(
-        "ex-hub",
+    let (_hub, hub_p2p, port) = PEERPOOL.hub(
+        &tempdir!("ex-hub"),
         "127.0.70.1:0",
         // A book entry nobody answers at, for `peers`.
         &["--seednode", "127.0.70.9:18444"],
     );
-    let _spoke = spoke("ex-spoke", "127.0.70.2:0", hub_p2p);
+    let _spoke = PEERPOOL.spoke(&tempdir!("ex-spoke"), "127.0.70.2:0", hub_p2p);
 
     // The spoke's session, as the table's one row.
     let row = eventually("the spoke's session", || {

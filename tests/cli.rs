@@ -1,14 +1,16 @@
 //! The `peerpool` binary, driven as an operator drives it.
 
-mod daemon;
-
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use daemon::{peerpool, tempdir as named_tempdir, Daemon, RawClient};
+use peerpool_testkit::daemon::Binary;
+use peerpool_testkit::raw::BlockingRawPeer;
+
+const PEERPOOL: Binary = Binary::new(env!("CARGO_BIN_EXE_peerpool"));
 
 fn run_to_end(args: &[&str]) -> Output {
-    peerpool()
+    PEERPOOL
+        .command()
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -248,7 +250,7 @@ log-level = "info"
 "#,
     )
     .unwrap();
-    let mut d = Daemon::start(&[
+    let mut d = PEERPOOL.start([
         "run",
         "--config",
         config.to_str().unwrap(),
@@ -290,7 +292,7 @@ fn daemons_find_each_other_and_keep_their_book_and_bans_across_restarts() {
         .map(|s| s.to_string())
         .collect()
     };
-    let start = |v: Vec<String>| Daemon::start(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    let start = |v: Vec<String>| PEERPOOL.start(v);
     let mut a_args = common(0);
     a_args.extend(["--listen".into(), "127.0.54.1:0".into()]);
     let mut a = start(a_args);
@@ -317,16 +319,7 @@ fn daemons_find_each_other_and_keep_their_book_and_bans_across_restarts() {
     }
 
     // A misbehaving client is banned by A.
-    let mut raw = RawClient::connect("127.0.54.9".parse().unwrap(), a_addr).unwrap();
-    raw.handshake();
-    a.expect(&["peer joined", "127.0.54.9"], within);
-    // Four undecodable `inv`s at 10 points each: past 30 even if a second ticks over between
-    // them and the score decays a little.
-    for _ in 0..4 {
-        raw.send_frame("inv", &[0xfd, 0xff]);
-    }
-    a.expect(&["banned", "127.0.54.9/32"], within);
-    raw.read_to_close();
+    a.get_banned("127.0.54.9".parse().unwrap(), a_addr);
 
     // A restarts on the same address with neither seed nor peer given: its book and its ban
     // come back from the data directory.
@@ -344,7 +337,7 @@ fn daemons_find_each_other_and_keep_their_book_and_bans_across_restarts() {
         .cloned()
         .unwrap_or_default();
     assert!(loaded.contains("loaded"), "{:?}", a.seen);
-    let mut raw = RawClient::connect("127.0.54.9".parse().unwrap(), a_addr).unwrap();
+    let mut raw = BlockingRawPeer::connect_from("127.0.54.9".parse().unwrap(), a_addr).unwrap();
     assert!(
         raw.read_to_close().is_empty(),
         "a banned address is closed at once"
@@ -358,7 +351,7 @@ fn daemons_find_each_other_and_keep_their_book_and_bans_across_restarts() {
 #[test]
 fn chain_file_is_used_for_the_handshake_magic() {
     let dir = tempdir();
-    let mut d = Daemon::start(&[
+    let mut d = PEERPOOL.start([
         "run",
         "--chain",
         concat!(env!("CARGO_MANIFEST_DIR"), "/examples/litecoin.toml"),
@@ -397,7 +390,7 @@ fn chain_file_is_used_for_the_handshake_magic() {
 #[test]
 fn two_daemons_connect_ping_and_redial_after_restart() {
     let (da, db) = (tempdir(), tempdir());
-    let mut a = Daemon::start(&[
+    let mut a = PEERPOOL.start([
         "run",
         "--network",
         "regtest",
@@ -409,7 +402,7 @@ fn two_daemons_connect_ping_and_redial_after_restart() {
     let line = a.expect(&["listening on"], Duration::from_secs(20));
     let port = listening_port(&line);
     let target = format!("127.0.0.1:{port}");
-    let mut b = Daemon::start(&[
+    let mut b = PEERPOOL.start([
         "run",
         "--network",
         "regtest",
@@ -430,7 +423,7 @@ fn two_daemons_connect_ping_and_redial_after_restart() {
     // A goes away: B notices, then redials once A is back on the same port.
     assert!(a.terminate().success(), "daemon A did not exit cleanly");
     b.expect(&["peer left"], within);
-    let mut a2 = Daemon::start(&[
+    let mut a2 = PEERPOOL.start([
         "run",
         "--network",
         "regtest",
@@ -457,5 +450,5 @@ fn two_daemons_connect_ping_and_redial_after_restart() {
 }
 
 fn tempdir() -> std::path::PathBuf {
-    named_tempdir("cli")
+    peerpool_testkit::tempdir!("cli")
 }

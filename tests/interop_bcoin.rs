@@ -5,8 +5,9 @@
 //! bcoin process: bcoin bans a misbehaving IP for a day, loopback included, so one test's
 //! mistake must not leak into the next.
 //!
-//! - `raw_*`: speak to bcoin with `peerpool-wire` alone, which proves the harness and the framing
-//!   against bytes peerpool did not write.
+//! - `raw_*`: speak to bcoin through a hand-driven socket framed by `peerpool-wire` alone (the
+//!   test kit's `RawPeer`), which proves the harness and the framing against bytes peerpool
+//!   did not write.
 //! - `peerpool_dials_bcoin*`, `bcoin_dials_peerpool*`: peerpool's [`Peer`] against bcoin, in
 //!   each direction: the handshake, keepalive pings both ways and a clean close from either end,
 //!   each checked on both sides (peerpool's listeners and stats, bcoin's events and peer list).
@@ -18,10 +19,9 @@
 
 mod support;
 
-use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bitcoin::blockdata::constants::genesis_block;
 use bitcoin::hashes::Hash;
@@ -29,15 +29,15 @@ use bitcoin::p2p::address::{AddrV2, AddrV2Message, Address};
 use bitcoin::p2p::message_blockdata::Inventory;
 use bitcoin::p2p::message_network::VersionMessage;
 use bitcoin::{BlockHash, Txid};
-use bytes::BytesMut;
 use peerpool::core::peer::PeerConfig;
 use peerpool::net::{
     accept_loop, dial_from, AcceptLimits, Config, DisconnectReason, Listeners, Peer,
 };
+use peerpool_testkit::loopback::ip;
+use peerpool_testkit::raw::{magic, unix_now, RawPeer};
+use peerpool_testkit::within;
 use peerpool_wire::chain::PROTOCOL_VERSION;
-use peerpool_wire::message::{decode_payload, encode_message};
-use peerpool_wire::{FrameDecoder, Magic, Network, NetworkMessage, ServiceFlags};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use peerpool_wire::{Network, NetworkMessage, ServiceFlags};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -54,66 +54,10 @@ const AGENT: &str = "/peerpool-interop-test:0.1.0/";
 /// Nonce of our `version` messages (bcoin skips its self-connection check on regtest anyway).
 const VERSION_NONCE: u64 = 0x5eed_0fc0_ffee;
 
-/// One framed P2P connection speaking through `peerpool-wire`.
-struct WireConn {
-    stream: TcpStream,
-    magic: Magic,
-    decoder: FrameDecoder,
-    buf: BytesMut,
-}
-
-impl WireConn {
-    fn new(stream: TcpStream, magic: Magic) -> WireConn {
-        WireConn {
-            stream,
-            magic,
-            decoder: FrameDecoder::new(magic),
-            buf: BytesMut::with_capacity(4096),
-        }
-    }
-
-    async fn send(&mut self, msg: NetworkMessage) {
-        let mut out = Vec::new();
-        encode_message(self.magic, &msg, &mut out);
-        self.stream.write_all(&out).await.expect("write to bcoin");
-    }
-
-    /// The next message, or `None` once bcoin closed the connection.
-    async fn recv(&mut self) -> Option<NetworkMessage> {
-        loop {
-            if let Some(frame) = self.decoder.decode(&mut self.buf).expect("valid frame") {
-                let msg = decode_payload(frame.command, &frame.payload)
-                    .unwrap_or_else(|e| panic!("bcoin's {} did not decode: {e}", frame.command));
-                return Some(msg);
-            }
-            let read = tokio::time::timeout(STEP, self.stream.read_buf(&mut self.buf))
-                .await
-                .expect("bcoin went silent")
-                .expect("read from bcoin");
-            if read == 0 {
-                return None;
-            }
-        }
-    }
-
-    /// Reads until a message `pick` accepts, answering nothing; panics on EOF.
-    async fn recv_until<T>(&mut self, mut pick: impl FnMut(&NetworkMessage) -> Option<T>) -> T {
-        loop {
-            let msg = self.recv().await.expect("bcoin closed the connection");
-            if let Some(found) = pick(&msg) {
-                return found;
-            }
-        }
-    }
-}
-
 fn our_version(to: SocketAddr, from: SocketAddr, services: ServiceFlags) -> NetworkMessage {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970");
     let mut msg = VersionMessage::new(
         services,
-        now.as_secs() as i64,
+        unix_now(),
         Address::new(&to, ServiceFlags::NONE),
         Address::new(&from, services),
         VERSION_NONCE,
@@ -125,10 +69,6 @@ fn our_version(to: SocketAddr, from: SocketAddr, services: ServiceFlags) -> Netw
     NetworkMessage::Version(msg)
 }
 
-fn regtest_magic() -> Magic {
-    Network::Regtest.params().magic
-}
-
 /// We dial bcoin: version handshake both ways, bcoin's keepalive ping answered with our pong,
 /// and bcoin hanging up on command.
 #[tokio::test]
@@ -137,16 +77,16 @@ async fn raw_inbound_handshake_and_ping() {
         .ping_interval(Duration::from_millis(300))
         .start()
         .await;
-    assert_eq!(bcoin.magic(), regtest_magic(), "bcoin's regtest magic");
+    assert_eq!(bcoin.magic(), magic(), "bcoin's regtest magic");
 
     let stream = TcpStream::connect(bcoin.addr()).await.expect("dial bcoin");
     let us = stream.local_addr().expect("local address");
-    let mut conn = WireConn::new(stream, regtest_magic());
+    let mut conn = RawPeer::new(stream);
     bcoin
         .wait_for("our TCP connection", |e| e.is("connect") && e.is_about(us))
         .await;
 
-    conn.send(our_version(bcoin.addr(), us, ServiceFlags::NONE))
+    conn.send(&our_version(bcoin.addr(), us, ServiceFlags::NONE))
         .await;
 
     // bcoin speaks first on an inbound connection, without waiting for our version.
@@ -159,7 +99,7 @@ async fn raw_inbound_handshake_and_ping() {
         .services
         .has(ServiceFlags::NETWORK | ServiceFlags::WITNESS));
     assert!(matches!(conn.recv().await, Some(NetworkMessage::Verack)));
-    conn.send(NetworkMessage::Verack).await;
+    conn.send(&NetworkMessage::Verack).await;
 
     let open = bcoin
         .wait_for("bcoin to finish the handshake", |e| {
@@ -172,19 +112,21 @@ async fn raw_inbound_handshake_and_ping() {
     let peer = open.peer().expect("open names the peer");
 
     // The first ping comes one interval after the handshake; sendcmpct and getaddr come first.
-    let nonce = conn
-        .recv_until(|m| match m {
-            NetworkMessage::Ping(nonce) => Some(*nonce),
-            _ => None,
+    let (_, ping) = conn
+        .until("bcoin's first ping", |m| {
+            matches!(m, NetworkMessage::Ping(_))
         })
         .await;
+    let NetworkMessage::Ping(nonce) = ping else {
+        unreachable!("a ping was asked for")
+    };
     let sent = bcoin
         .wait_for("bcoin's ping", |e| {
             e.is_sent("ping") && e.peer() == Some(peer)
         })
         .await;
     assert_eq!(sent.nonce(), Some(nonce));
-    conn.send(NetworkMessage::Pong(nonce)).await;
+    conn.send(&NetworkMessage::Pong(nonce)).await;
     bcoin
         .wait_for("our pong", |e| {
             e.is_received("pong") && e.peer() == Some(peer) && e.nonce() == Some(nonce)
@@ -206,7 +148,7 @@ async fn raw_inbound_handshake_and_ping() {
         .wait_for("bcoin to drop us", |e| e.is("close") && e.is_about(us))
         .await;
     assert_eq!(close.str("reason"), Some("disconnect_all command"));
-    while conn.recv().await.is_some() {}
+    conn.read_to_close().await;
 
     assert!(bcoin.stop().await.success());
 }
@@ -224,19 +166,19 @@ async fn raw_outbound_handshake() {
         .await
         .expect("bcoin dials within the step")
         .expect("accept");
-    let mut conn = WireConn::new(stream, regtest_magic());
+    let mut conn = RawPeer::new(stream);
 
     let NetworkMessage::Version(theirs) = conn.recv().await.expect("bcoin's version") else {
         panic!("bcoin's first message is not version");
     };
     assert_eq!(theirs.user_agent, bcoin.user_agent());
-    conn.send(our_version(
+    conn.send(&our_version(
         from,
         ours,
         ServiceFlags::NETWORK | ServiceFlags::WITNESS,
     ))
     .await;
-    conn.send(NetworkMessage::Verack).await;
+    conn.send(&NetworkMessage::Verack).await;
     assert!(matches!(conn.recv().await, Some(NetworkMessage::Verack)));
 
     let open = bcoin
@@ -278,7 +220,7 @@ const ROUNDS: usize = 3;
 
 /// `127.0.0.<last>`. Each test puts peerpool's side on an address of its own.
 fn loopback(last: u8) -> IpAddr {
-    Ipv4Addr::new(127, 0, 0, last).into()
+    ip(0, last).into()
 }
 
 /// A peerpool configuration for regtest with the given services and, if set, keepalive
@@ -301,14 +243,6 @@ fn our_agent() -> String {
     PeerConfig::new(Network::Regtest.params())
         .user_agent
         .to_string()
-}
-
-/// `fut`'s output, or a panic naming `what` if it takes longer than a step.
-async fn within<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(STEP, fut).await {
-        Ok(out) => out,
-        Err(_) => panic!("{what}: nothing within {STEP:?}"),
-    }
 }
 
 /// peerpool dials bcoin from `from` (port chosen by the OS).
@@ -874,10 +808,7 @@ async fn bcoin_chatter_decodes_and_costs_nothing() {
 
     // Addresses bcoin will keep: public, fresh, offering what bcoin requires. They are data
     // only; the harness lets bcoin dial nothing but loopback.
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as u32;
+    let now = unix_now() as u32;
     let told: Vec<AddrV2Message> = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
         .into_iter()
         .map(|ip| AddrV2Message {

@@ -8,19 +8,18 @@
 //! the address book alone. Once with 50 pools in this process, once with 50 `peerpool run`
 //! daemons.
 
-mod daemon;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use peerpool::core::addr::NetAddr;
-use peerpool::core::peer::{PeerConfig, UserAgent};
 use peerpool::net::bus::Subscription;
-use peerpool::net::pool::{self, ConnKind, Pool};
-use peerpool::wire::Network;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use peerpool::net::pool::{self, Pool};
+use peerpool_testkit::daemon::{Binary, Daemon, RunArgs};
+use peerpool_testkit::pool::{outbound_joined, pool_config, start};
+use peerpool_testkit::tempdir;
+
+const PEERPOOL: Binary = Binary::new(env!("CARGO_BIN_EXE_peerpool"));
 
 /// Nodes in the network.
 const NODES: usize = 50;
@@ -33,19 +32,8 @@ fn ip(net: u8, i: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, net + (i / 200) as u8, 1 + (i % 200) as u8)
 }
 
-fn peer_config(i: usize) -> peerpool::net::Config {
-    let mut c = PeerConfig::new(Network::Regtest.params());
-    c.user_agent = UserAgent::new("peerpool", "test", &[&format!("node{i}")]).unwrap();
-    c.ping_interval = Duration::from_secs(600);
-    c.timeout_interval = Duration::from_secs(600);
-    peerpool::net::Config::from_peer_config(c)
-}
-
-fn pool_config(seed: Option<NetAddr>, dir: PathBuf) -> pool::Config {
-    let mut c = pool::Config::default().allow_local_addresses();
-    c.dns_seed = false;
-    c.machine.connman.target_outbound = TARGET;
-    c.machine.connman.feeler_interval = None;
+fn node_config(seed: Option<NetAddr>, dir: PathBuf) -> pool::Config {
+    let mut c = pool_config(TARGET);
     c.seeds = seed.into_iter().collect();
     c.machine.whitelist.push(pool::WhitelistEntry {
         subnet: "127.0.0.0/8".parse().unwrap(),
@@ -55,33 +43,15 @@ fn pool_config(seed: Option<NetAddr>, dir: PathBuf) -> pool::Config {
     c
 }
 
-async fn start(i: usize, port: u16, seed: Option<NetAddr>, dir: PathBuf) -> Pool {
-    let listener = TcpListener::bind(SocketAddr::from((ip(100, i), port)))
-        .await
-        .expect("bind");
-    Pool::start(
-        pool_config(seed, dir),
-        peer_config(i),
-        vec![listener],
-        CancellationToken::new(),
-    )
-    .await
+/// Node `i`, on its own address (port 0: one from the OS).
+async fn start_node(i: usize, port: u16, seed: Option<NetAddr>, dir: PathBuf) -> Pool {
+    let addr = SocketAddr::from((ip(100, i), port));
+    start(addr, node_config(seed, dir), &format!("node{i}")).await
 }
 
-/// Automatic outbound peers that completed the handshake.
-async fn outbound(pool: &Pool) -> usize {
-    pool.handle()
-        .peer_details()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|d| d.joined && d.kind == ConnKind::Outbound)
-        .count()
-}
-
-/// Waits, on bus events, until `pool` has `TARGET` outbound peers.
+/// Waits, on bus events, until `pool` has `TARGET` outbound peers or `deadline` passes.
 async fn reach_target(pool: &Pool, events: &mut Subscription, deadline: Instant) {
-    while outbound(pool).await < TARGET {
+    while outbound_joined(pool).await < TARGET {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, events.recv()).await {
             Ok(Ok(Some(_))) | Ok(Err(_)) => {}
@@ -91,17 +61,9 @@ async fn reach_target(pool: &Pool, events: &mut Subscription, deadline: Instant)
     }
 }
 
-fn tempdir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("network-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_nodes_find_each_other_from_one_seed_each() {
-    let base = tempdir("fifty");
+    let base = tempdir!("network-fifty");
     let started = Instant::now();
     let mut pools: Vec<Pool> = Vec::with_capacity(NODES);
     let mut events: Vec<Subscription> = Vec::with_capacity(NODES);
@@ -112,7 +74,7 @@ async fn fifty_nodes_find_each_other_from_one_seed_each() {
             .map(|j| NetAddr::from_socket(pools[j].listening()[0]));
         let dir = base.join(format!("node{i}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let p = start(i, 0, seed, dir).await;
+        let p = start_node(i, 0, seed, dir).await;
         events.push(p.bus().subscribe());
         pools.push(p);
     }
@@ -120,7 +82,7 @@ async fn fifty_nodes_find_each_other_from_one_seed_each() {
     let mut short = Vec::new();
     for (i, p) in pools.iter().enumerate() {
         reach_target(p, &mut events[i], deadline).await;
-        let n = outbound(p).await;
+        let n = outbound_joined(p).await;
         if n < TARGET {
             short.push((i, n));
         }
@@ -146,13 +108,13 @@ async fn fifty_nodes_find_each_other_from_one_seed_each() {
     let addr = victim.listening()[0];
     let before = victim.handle().addrman_info().await.unwrap().total.total();
     victim.stop().await;
-    let again = start(i, addr.port(), None, base.join(format!("node{i}"))).await;
+    let again = start_node(i, addr.port(), None, base.join(format!("node{i}"))).await;
     let after = again.handle().addrman_info().await.unwrap().total.total();
     assert!(after >= before, "a book of {before} came back as {after}");
     let mut ev = again.bus().subscribe();
     reach_target(&again, &mut ev, Instant::now() + Duration::from_secs(30)).await;
     assert_eq!(
-        outbound(&again).await,
+        outbound_joined(&again).await,
         TARGET,
         "the restarted node did not reconnect"
     );
@@ -164,36 +126,21 @@ async fn fifty_nodes_find_each_other_from_one_seed_each() {
 
 #[test]
 fn fifty_daemons_find_each_other_from_one_seed_each() {
-    use daemon::Daemon;
-
-    let base = tempdir("daemons");
+    let base = tempdir!("network-daemons");
     let started = Instant::now();
-    let args = |i: usize, listen: String, seed: Option<SocketAddr>| -> Vec<String> {
-        let mut v: Vec<String> = [
-            "run",
-            "--network",
-            "regtest",
-            "--no-dnsseed",
-            "--target-outbound",
-            &TARGET.to_string(),
-            "--listen",
-            &listen,
-            "--user-agent-comment",
-            &format!("d{i}"),
-            "--whitelist",
-            "addr@127.0.0.0/8",
-            "--datadir",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.push(base.join(format!("d{i}")).to_string_lossy().into_owned());
-        if let Some(seed) = seed {
-            v.extend(["--seednode".into(), seed.to_string()]);
+    let args = |i: usize, listen: String, seed: Option<SocketAddr>| -> RunArgs {
+        let args = RunArgs::regtest(&base.join(format!("d{i}")))
+            .no_dnsseed()
+            .args(["--target-outbound".to_owned(), TARGET.to_string()])
+            .listen(listen)
+            .args(["--user-agent-comment".to_owned(), format!("d{i}")])
+            .args(["--whitelist", "addr@127.0.0.0/8"]);
+        match seed {
+            Some(seed) => args.args(["--seednode".to_owned(), seed.to_string()]),
+            None => args,
         }
-        v
     };
-    let start = |v: Vec<String>| Daemon::start(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    let start = |args: RunArgs| PEERPOOL.start(args);
     let mut daemons: Vec<Daemon> = Vec::with_capacity(NODES);
     let mut addrs: Vec<SocketAddr> = Vec::with_capacity(NODES);
     for i in 0..NODES {

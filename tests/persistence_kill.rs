@@ -10,19 +10,21 @@
 //! after a `setban` and an automatic ban and finds both after the restart. Everything listens
 //! and connects on 127.0.61.0/24 to 127.0.64.0/24, ports chosen by the OS.
 
-mod daemon;
-
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use daemon::{rpc_cli, tempdir, Daemon, RawClient};
 use peerpool::core::pool::addrman::AddrMan;
 use peerpool::core::pool::banman::BanList;
 use peerpool::net::persist;
 use peerpool::net::pool::{BANS_FILE, PEERS_FILE};
+use peerpool_testkit::daemon::{Binary, Daemon, RunArgs};
+use peerpool_testkit::raw::BlockingRawPeer;
+use peerpool_testkit::tempdir;
+
+const PEERPOOL: Binary = Binary::new(env!("CARGO_BIN_EXE_peerpool"));
 
 /// Longest wait for any one thing a daemon does.
 const WITHIN: Duration = Duration::from_secs(30);
@@ -32,40 +34,21 @@ const PEERS_KIND: &str = "peers";
 const BANS_KIND: &str = "banlist";
 
 /// The arguments of a regtest daemon on `listen` with its data in `dir`.
-fn run_args(dir: &Path, listen: &str, seeds: &[String]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "run",
-        "--network",
-        "regtest",
-        "--no-dnsseed",
-        "--target-outbound",
-        "2",
-        "--ban-threshold",
-        "30",
-        "--listen",
-        listen,
+fn run_args(dir: &Path, listen: &str, seeds: &[String]) -> RunArgs {
+    let mut args = RunArgs::regtest(dir)
+        .no_dnsseed()
+        .args(["--target-outbound", "2", "--ban-threshold", "30"])
+        .listen(listen)
         // Ports chosen by the OS for the RPC listener; no admin listener. Their defaults
         // are fixed ports, which two daemons at once cannot share.
-        "--rpc-bind",
-        "127.0.0.1:0",
-        "--no-admin",
+        .rpc_on_any_port()
+        .no_admin()
         // Saves are logged at debug level: the tests tell from the log whether one happened.
-        "--log-level",
-        "info,peerpool_net::pool::driver=debug",
-        "--datadir",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.push(dir.to_string_lossy().into_owned());
+        .args(["--log-level", "info,peerpool_net::pool::driver=debug"]);
     for s in seeds {
-        v.extend(["--seednode".into(), s.clone()]);
+        args = args.args(["--seednode", s.as_str()]);
     }
-    v
-}
-
-fn start(args: &[String]) -> Daemon {
-    Daemon::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    args
 }
 
 /// What the two files in a chain directory hold, checked the way the daemon checks them.
@@ -140,26 +123,6 @@ fn count_in(line: &str, before: &str) -> usize {
         .unwrap_or_else(|| panic!("no count before {before:?} in {line:?}"))
 }
 
-/// Connects from `from`, completes a handshake and misbehaves until `d` bans the address.
-fn get_banned(d: &mut Daemon, from: Ipv4Addr, to: SocketAddr) {
-    let mut raw = RawClient::connect(from, to).expect("raw client connects");
-    raw.handshake();
-    d.expect(&["peer joined", &from.to_string()], WITHIN);
-    // Four undecodable `inv`s at 10 points each: past the threshold of 30 even if the score
-    // decays a little between them.
-    for _ in 0..4 {
-        raw.send_frame("inv", &[0xfd, 0xff]);
-    }
-    d.expect(&["banned", &format!("{from}/32")], WITHIN);
-    raw.read_to_close();
-}
-
-/// SIGKILL, and wait for the process to be gone.
-fn kill_9(d: &mut Daemon) {
-    d.child.kill().expect("SIGKILL");
-    d.child.wait().expect("reaping the killed daemon");
-}
-
 /// No line of `d` reports a file that could not be loaded.
 fn assert_nothing_refused(d: &mut Daemon) {
     d.count(&[]);
@@ -173,12 +136,12 @@ fn assert_nothing_refused(d: &mut Daemon) {
 
 #[test]
 fn daemon_killed_mid_run_restarts_with_its_last_save() {
-    let dir = tempdir("kill9");
+    let dir = tempdir!("kill9");
     let chain_dir = dir.join("regtest");
 
     // B is a peer for A to connect to, so that A's book holds an address that worked.
-    let b_dir = tempdir("kill9-b");
-    let mut b = start(&run_args(&b_dir, "127.0.61.2:0", &[]));
+    let b_dir = tempdir!("kill9-b");
+    let mut b = PEERPOOL.start(run_args(&b_dir, "127.0.61.2:0", &[]));
     let b_addr = b.listening(WITHIN);
 
     // Run 1: A learns B and three addresses where nobody listens, bans a misbehaving client,
@@ -189,10 +152,10 @@ fn daemon_killed_mid_run_restarts_with_its_last_save() {
         "127.0.61.51:1".into(),
         "127.0.61.52:1".into(),
     ];
-    let mut a = start(&run_args(&dir, "127.0.61.1:0", &seeds));
+    let mut a = PEERPOOL.start(run_args(&dir, "127.0.61.1:0", &seeds));
     let a_addr = a.listening(WITHIN);
     a.expect(&["peer joined", "outbound-full-relay"], WITHIN);
-    get_banned(&mut a, Ipv4Addr::new(127, 0, 61, 9), a_addr);
+    a.get_banned(Ipv4Addr::new(127, 0, 61, 9), a_addr);
     assert!(a.terminate().success(), "run 1 did not stop cleanly");
     let kept = a.expect(&["pool stopped", "addresses"], WITHIN);
     // The save is visible in the log, so that run 2 below can tell whether it saved.
@@ -215,13 +178,13 @@ fn daemon_killed_mid_run_restarts_with_its_last_save() {
 
     // Run 2: A starts from its files, reconnects to B, bans a second client, and is killed
     // with SIGKILL while running: no shutdown, no save.
-    let mut a = start(&run_args(&dir, &a_addr.to_string(), &[]));
+    let mut a = PEERPOOL.start(run_args(&dir, &a_addr.to_string(), &[]));
     let loaded = a.expect(&["loaded", "addresses from"], WITHIN);
     assert_eq!(count_in(&loaded, " addresses"), saved_addresses, "{loaded}");
     a.expect(&["loaded 1 bans"], WITHIN);
     a.expect(&["peer joined", "outbound-full-relay"], WITHIN);
-    get_banned(&mut a, Ipv4Addr::new(127, 0, 61, 10), a_addr);
-    kill_9(&mut a);
+    a.get_banned(Ipv4Addr::new(127, 0, 61, 10), a_addr);
+    a.kill_9();
     assert_nothing_refused(&mut a);
     let saved_in_run_2 = a.count(&["bans saved"]) > 0;
 
@@ -242,7 +205,7 @@ fn daemon_killed_mid_run_restarts_with_its_last_save() {
     assert!(corrupt_files(&chain_dir).is_empty());
 
     // Run 3: the book and the bans of the last save are back, and the ban is enforced.
-    let mut a = start(&run_args(&dir, &a_addr.to_string(), &[]));
+    let mut a = PEERPOOL.start(run_args(&dir, &a_addr.to_string(), &[]));
     let loaded = a.expect(&["loaded", "addresses from"], WITHIN);
     let addresses = count_in(&loaded, " addresses");
     if saved_in_run_2 {
@@ -253,7 +216,7 @@ fn daemon_killed_mid_run_restarts_with_its_last_save() {
     let bans = a.expect(&["loaded", "bans from"], WITHIN);
     assert_eq!(count_in(&bans, " bans"), after.banned.len(), "{bans}");
     a.expect(&["peer joined", "outbound-full-relay"], WITHIN);
-    let mut raw = RawClient::connect(Ipv4Addr::new(127, 0, 61, 9), a_addr).unwrap();
+    let mut raw = BlockingRawPeer::connect_from(Ipv4Addr::new(127, 0, 61, 9), a_addr).unwrap();
     assert!(
         raw.read_to_close().is_empty(),
         "the banned address was let in after the restart"
@@ -265,14 +228,14 @@ fn daemon_killed_mid_run_restarts_with_its_last_save() {
 
 #[test]
 fn sigkill_during_the_shutdown_save_never_leaves_a_damaged_file() {
-    let dir = tempdir("kill9-save");
+    let dir = tempdir!("kill9-save");
     let chain_dir = dir.join("regtest");
     let seeds: Vec<String> = (0..20).map(|i| format!("127.0.62.{}:1", 100 + i)).collect();
 
     // A first clean run writes both files, with a ban in them.
-    let mut d = start(&run_args(&dir, "127.0.62.1:0", &seeds));
+    let mut d = PEERPOOL.start(run_args(&dir, "127.0.62.1:0", &seeds));
     let addr = d.listening(WITHIN);
-    get_banned(&mut d, Ipv4Addr::new(127, 0, 62, 9), addr);
+    d.get_banned(Ipv4Addr::new(127, 0, 62, 9), addr);
     assert!(d.terminate().success());
     let first = on_disk(&chain_dir);
     assert!(first.banned.contains("127.0.62.9/32"));
@@ -287,14 +250,14 @@ fn sigkill_during_the_shutdown_save_never_leaves_a_damaged_file() {
         25_000, 30_000, 40_000,
     ];
     for (round, delay_us) in delays_us.into_iter().enumerate() {
-        let mut d = start(&run_args(&dir, &addr.to_string(), &[]));
+        let mut d = PEERPOOL.start(run_args(&dir, &addr.to_string(), &[]));
         d.expect(&["loaded 1 bans"], WITHIN);
         d.listening(WITHIN);
         let pid = d.child.id().to_string();
         let term = Command::new("kill").args(["-TERM", &pid]).status();
         assert!(term.is_ok_and(|s| s.success()), "sending SIGTERM");
         std::thread::sleep(Duration::from_micros(delay_us));
-        kill_9(&mut d);
+        d.kill_9();
         // The killed process's pipe is closed: this returns as soon as its last line is read.
         let stopped = d.expect_until(&["pool stopped"], Instant::now() + WITHIN);
         if stopped.is_some() {
@@ -319,7 +282,7 @@ fn sigkill_during_the_shutdown_save_never_leaves_a_damaged_file() {
 
     // A last start loads both files without complaint.
     let deadline = Instant::now() + WITHIN;
-    let mut d = start(&run_args(&dir, &addr.to_string(), &[]));
+    let mut d = PEERPOOL.start(run_args(&dir, &addr.to_string(), &[]));
     assert!(d.expect_until(&["loaded 1 bans"], deadline).is_some());
     d.listening(WITHIN);
     assert_nothing_refused(&mut d);
@@ -328,14 +291,14 @@ fn sigkill_during_the_shutdown_save_never_leaves_a_damaged_file() {
 
 #[test]
 fn a_killed_daemon_loses_at_most_the_last_save_interval() {
-    let dir = tempdir("kill9-interval");
+    let dir = tempdir!("kill9-interval");
     let chain_dir = dir.join("regtest");
-    let mut args = run_args(&dir, "127.0.63.1:0", &["127.0.63.50:1".into()]);
-    args.extend(["--save-interval".into(), "1".into()]);
-    let mut a = start(&args);
+    let args =
+        run_args(&dir, "127.0.63.1:0", &["127.0.63.50:1".into()]).args(["--save-interval", "1"]);
+    let mut a = PEERPOOL.start(args);
     let a_addr = a.listening(WITHIN);
     // A ban made mid-run, never followed by a shutdown.
-    get_banned(&mut a, Ipv4Addr::new(127, 0, 63, 9), a_addr);
+    a.get_banned(Ipv4Addr::new(127, 0, 63, 9), a_addr);
     // A save logged after the ban may have taken its snapshot before it (the snapshot is
     // taken on the driver, the files written and the line logged later): watch the files,
     // until a periodic save has written the book too.
@@ -348,7 +311,7 @@ fn a_killed_daemon_loses_at_most_the_last_save_interval() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    kill_9(&mut a);
+    a.kill_9();
     assert_nothing_refused(&mut a);
     let after = on_disk(&chain_dir);
     assert!(
@@ -359,10 +322,10 @@ fn a_killed_daemon_loses_at_most_the_last_save_interval() {
     assert!(corrupt_files(&chain_dir).is_empty());
 
     // The restarted daemon enforces it.
-    let mut a = start(&run_args(&dir, &a_addr.to_string(), &[]));
+    let mut a = PEERPOOL.start(run_args(&dir, &a_addr.to_string(), &[]));
     a.expect(&["loaded 1 bans"], WITHIN);
     a.listening(WITHIN);
-    let mut raw = RawClient::connect(Ipv4Addr::new(127, 0, 63, 9), a_addr).unwrap();
+    let mut raw = BlockingRawPeer::connect_from(Ipv4Addr::new(127, 0, 63, 9), a_addr).unwrap();
     assert!(
         raw.read_to_close().is_empty(),
         "the banned address was let in after the restart"
@@ -372,20 +335,20 @@ fn a_killed_daemon_loses_at_most_the_last_save_interval() {
 
 #[test]
 fn bans_survive_a_sigkill_two_seconds_after_they_are_made() {
-    let dir = tempdir("kill9-bans");
+    let dir = tempdir!("kill9-bans");
     let chain_dir = dir.join("regtest");
     // The default save interval (15 minutes): no periodic save happens during the test, only
     // the writes of a changed ban list.
-    let mut a = start(&run_args(&dir, "127.0.64.1:0", &[]));
+    let mut a = PEERPOOL.start(run_args(&dir, "127.0.64.1:0", &[]));
     let a_addr = a.listening(WITHIN);
     let rpc = a.rpc_addr(WITHIN);
     // One ban by the operator...
-    let (code, out, err) = rpc_cli(&dir, &rpc, &["setban", "10.64.0.0/16", "add"]);
+    let (code, out, err) = PEERPOOL.rpc_cli(&dir, &rpc, &["setban", "10.64.0.0/16", "add"]);
     assert_eq!(code, 0, "setban failed: {out}{err}");
     // ...and one by the pool, for misbehaviour.
-    get_banned(&mut a, Ipv4Addr::new(127, 0, 64, 9), a_addr);
+    a.get_banned(Ipv4Addr::new(127, 0, 64, 9), a_addr);
     std::thread::sleep(Duration::from_secs(2));
-    kill_9(&mut a);
+    a.kill_9();
     assert_nothing_refused(&mut a);
     assert!(
         a.count(&["address book and bans saved"]) == 0,
@@ -400,16 +363,16 @@ fn bans_survive_a_sigkill_two_seconds_after_they_are_made() {
     assert!(corrupt_files(&chain_dir).is_empty());
 
     // After the restart both are back and enforced.
-    let mut a = start(&run_args(&dir, &a_addr.to_string(), &[]));
+    let mut a = PEERPOOL.start(run_args(&dir, &a_addr.to_string(), &[]));
     a.expect(&["loaded 2 bans"], WITHIN);
     a.listening(WITHIN);
     let rpc = a.rpc_addr(WITHIN);
-    let (code, listed, _) = rpc_cli(&dir, &rpc, &["listbanned"]);
+    let (code, listed, _) = PEERPOOL.rpc_cli(&dir, &rpc, &["listbanned"]);
     assert_eq!(code, 0);
     for subnet in &both {
         assert!(listed.contains(subnet.as_str()), "{subnet} in {listed}");
     }
-    let mut raw = RawClient::connect(Ipv4Addr::new(127, 0, 64, 9), a_addr).unwrap();
+    let mut raw = BlockingRawPeer::connect_from(Ipv4Addr::new(127, 0, 64, 9), a_addr).unwrap();
     assert!(
         raw.read_to_close().is_empty(),
         "the banned address was let in after the restart"

@@ -2,32 +2,26 @@
 //! a virtualenv under the target directory, made and filled from PyPI when missing), and
 //! `peerpool rpc` as bitcoin-cli is used.
 
-mod daemon;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use daemon::{peerpool, run_regtest_to_end, tempdir, Daemon};
+use peerpool_testkit::daemon::{Binary, Daemon, RunArgs};
+use peerpool_testkit::{python, tempdir};
 
-/// The RPC address the daemon logged.
-/// A daemon on loopback with its RPC server on an OS-chosen port.
+const PEERPOOL: Binary = Binary::new(env!("CARGO_BIN_EXE_peerpool"));
+
+/// A daemon on loopback with its RPC server on an OS-chosen port, and no admin listener (its
+/// fixed default port would collide between the daemons of one test): the daemon, where it
+/// takes peers and where its RPC server listens.
 fn start_daemon(dir: &Path, extra: &[&str]) -> (Daemon, String, String) {
-    let mut args = vec![
-        "run",
-        "--network",
-        "regtest",
-        "--datadir",
-        dir.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--rpc-bind",
-        "127.0.0.1:0",
-        // Its fixed default port would collide between the daemons of one test.
-        "--no-admin",
-    ];
-    args.extend_from_slice(extra);
-    let mut d = Daemon::start(&args);
+    let mut d = PEERPOOL.start(
+        RunArgs::regtest(dir)
+            .listen("127.0.0.1:0")
+            .rpc_on_any_port()
+            .no_admin()
+            .args(extra.iter().copied()),
+    );
     let p2p = d.listening(Duration::from_secs(20)).to_string();
     let rpc = d.rpc_addr(Duration::from_secs(20));
     (d, p2p, rpc)
@@ -35,46 +29,24 @@ fn start_daemon(dir: &Path, extra: &[&str]) -> (Daemon, String, String) {
 
 /// The virtualenv's python with python-bitcoinrpc, made if missing.
 fn python() -> PathBuf {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    let env = target.join("pyenv");
-    let py = env.join("bin").join("python");
-    let has_module = |py: &Path| {
-        Command::new(py)
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
+    let has_module = |env: &Path| {
+        Command::new(env.join("bin").join("python"))
             .args(["-c", "import bitcoinrpc.authproxy"])
             .status()
             .is_ok_and(|s| s.success())
     };
-    if has_module(&py) {
-        return py;
-    }
-    let status = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&env)
-        .status()
-        .expect("python3 is needed for this test (apt-get install python3 python3-venv)");
-    assert!(
-        status.success(),
-        "python3 -m venv failed: install python3-venv"
-    );
-    let status = Command::new(env.join("bin").join("pip"))
-        .args(["install", "-q", "python-bitcoinrpc"])
-        .status()
-        .expect("running pip");
-    assert!(status.success(), "pip install python-bitcoinrpc failed");
-    assert!(has_module(&py));
-    py
+    let env = python::venv(&target.join("pyenv"), "python-bitcoinrpc", has_module);
+    env.join("bin").join("python")
 }
 
 #[test]
 fn python_bitcoinrpc_drives_the_daemon_unchanged() {
     let py = python();
-    let (_peer1, peer1, _) = start_daemon(&tempdir("rpc-py-peer1"), &[]);
-    let (_peer2, peer2, _) = start_daemon(&tempdir("rpc-py-peer2"), &[]);
+    let (_peer1, peer1, _) = start_daemon(&tempdir!("rpc-py-peer1"), &[]);
+    let (_peer2, peer2, _) = start_daemon(&tempdir!("rpc-py-peer2"), &[]);
     let (mut node, _, rpc) = start_daemon(
-        &tempdir("rpc-py-node"),
+        &tempdir!("rpc-py-node"),
         &["--rpc-user", "pyuser", "--rpc-password", "pypass"],
     );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rpc/authproxy_check.py");
@@ -98,13 +70,13 @@ fn python_bitcoinrpc_drives_the_daemon_unchanged() {
 
 /// Runs `peerpool rpc` with `args`; returns (exit code, stdout, stderr).
 fn cli(dir: &Path, rpc: &str, args: &[&str]) -> (i32, String, String) {
-    daemon::rpc_cli(dir, rpc, args)
+    PEERPOOL.rpc_cli(dir, rpc, args)
 }
 
 #[test]
 fn peerpool_rpc_works_as_bitcoin_cli() {
-    let dir = tempdir("rpc-cli-node");
-    let (_peer, peer, _) = start_daemon(&tempdir("rpc-cli-peer"), &[]);
+    let dir = tempdir!("rpc-cli-node");
+    let (_peer, peer, _) = start_daemon(&tempdir!("rpc-cli-peer"), &[]);
     let (mut node, _, rpc) = start_daemon(&dir, &[]);
     let cookie = dir.join("regtest").join(".cookie");
     assert!(cookie.exists(), "the cookie is written at start");
@@ -163,7 +135,8 @@ fn peerpool_rpc_works_as_bitcoin_cli() {
     let (code, _, err) = cli(&dir, &rpc, &["nosuch"]);
     assert_eq!(code, 32601 % 256);
     assert!(err.starts_with("error code: -32601\n"), "{err}");
-    let out = peerpool()
+    let out = PEERPOOL
+        .command()
         .args([
             "rpc",
             "--rpc-connect",
@@ -178,7 +151,7 @@ fn peerpool_rpc_works_as_bitcoin_cli() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Authorization failed"));
-    let nowhere = tempdir("rpc-cli-nocookie");
+    let nowhere = tempdir!("rpc-cli-nocookie");
     let (code, _, err) = cli(&nowhere, &rpc, &["uptime"]);
     assert_eq!(code, 1);
     assert!(err.contains("Could not locate RPC credentials"), "{err}");
@@ -198,8 +171,8 @@ fn peerpool_rpc_works_as_bitcoin_cli() {
 
 #[test]
 fn bad_rpc_settings_fail_clearly() {
-    let dir = tempdir("rpc-bad-settings");
-    let run = |extra: &[&str]| run_regtest_to_end(&dir, extra);
+    let dir = tempdir!("rpc-bad-settings");
+    let run = |extra: &[&str]| PEERPOOL.run_regtest_to_end(&dir, extra);
     let (ok, err) = run(&["--rpcauth", "alice:nohash"]);
     assert!(!ok && err.contains("invalid rpcauth entry"), "{err}");
     let (ok, err) = run(&["--rpc-user", "alice"]);

@@ -1,19 +1,18 @@
 //! `peerpool admin` and `peerpool events` against a live daemon.
 
-#[path = "../daemon/mod.rs"]
-mod daemon;
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Output, Stdio};
 use std::sync::mpsc;
 
-use daemon::peerpool;
+use peerpool_testkit::daemon::Binary;
+use peerpool_testkit::{eventually, tempdir, WAIT};
 use serde_json::Value;
-use support::{eventually, hub, spoke, WAIT};
+
+const PEERPOOL: Binary = Binary::new(env!("CARGO_BIN_EXE_peerpool"));
 
 fn admin(port: u16, args: &[&str]) -> Output {
-    peerpool()
+    PEERPOOL
+        .command()
         .args(["admin", "--port", &port.to_string()])
         .args(args)
         .output()
@@ -33,8 +32,8 @@ fn stdout(out: &Output) -> String {
 
 #[test]
 fn peerpool_admin_prints_aligned_tables_and_controls_sessions() {
-    let (_hub, hub_p2p, port) = hub("admin-hub", "127.0.71.1:0", &[]);
-    let _spoke = spoke("admin-spoke", "127.0.71.2:0", hub_p2p);
+    let (_hub, hub_p2p, port) = PEERPOOL.hub(&tempdir!("admin-hub"), "127.0.71.1:0", &[]);
+    let _spoke = PEERPOOL.spoke(&tempdir!("admin-spoke"), "127.0.71.2:0", hub_p2p);
     let (header, row) = eventually("the spoke's session", || {
         let out = stdout(&admin(port, &["sessions"]));
         let header = out.lines().next()?.to_string();
@@ -112,7 +111,8 @@ fn peerpool_admin_without_a_daemon_says_so() {
         .local_addr()
         .unwrap()
         .port();
-    let out = peerpool()
+    let out = PEERPOOL
+        .command()
         .args([
             "admin",
             "--admin-connect",
@@ -128,8 +128,9 @@ fn peerpool_admin_without_a_daemon_says_so() {
 
 #[test]
 fn peerpool_events_prints_the_stream_as_json_lines() {
-    let (_hub, hub_p2p, port) = hub("events-hub", "127.0.72.1:0", &[]);
-    let mut events = peerpool()
+    let (_hub, hub_p2p, port) = PEERPOOL.hub(&tempdir!("events-hub"), "127.0.72.1:0", &[]);
+    let mut events = PEERPOOL
+        .command()
         .args([
             "events",
             "--port",
@@ -159,7 +160,7 @@ fn peerpool_events_prints_the_stream_as_json_lines() {
         first.contains("peer_joined") && !first.contains("peer_left"),
         "{first}"
     );
-    let _spoke = spoke("events-spoke", "127.0.72.2:0", hub_p2p);
+    let _spoke = PEERPOOL.spoke(&tempdir!("events-spoke"), "127.0.72.2:0", hub_p2p);
     let line = lines.recv_timeout(WAIT).expect("a peer_joined line");
     let _ = events.kill();
     let _ = events.wait();
@@ -175,7 +176,8 @@ fn peerpool_events_prints_the_stream_as_json_lines() {
 #[test]
 fn peerpool_events_refuses_bad_filters() {
     for bad in ["colour=red", "peers=x", "events"] {
-        let out = peerpool()
+        let out = PEERPOOL
+            .command()
             .args(["events", "--port", "1", "--filter", bad])
             .output()
             .unwrap();
@@ -191,12 +193,13 @@ fn peerpool_events_refuses_bad_filters() {
 fn an_admin_address_that_cannot_be_bound_stops_the_start_clearly() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let dir = daemon::tempdir("admin-taken");
+    let dir = tempdir!("admin-taken");
     for (bind, needle) in [
         (addr.as_str(), "binding admin listener on"),
         ("not an address:::", "--admin-bind"),
     ] {
-        let out = peerpool()
+        let out = PEERPOOL
+            .command()
             .args([
                 "run",
                 "--network",

@@ -14,51 +14,34 @@
 //!
 //! Set `PRIORITY_PINGS` to change the baseline's sample size (default 2,000).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{RawPeer, MODERN};
 use peerpool_core::cost::Limits;
 use peerpool_core::peer::{PeerConfig, UserAgent};
 use peerpool_net::bus::PoolEvent;
-use peerpool_net::pool::{self, Pool};
+use peerpool_net::pool::Pool;
 use peerpool_net::DisconnectReason;
+use peerpool_testkit::loopback;
+use peerpool_testkit::pool::{pool_config, start_with};
+use peerpool_testkit::raw::{frame_bytes, RawPeer, MODERN};
 use peerpool_wire::Network;
-use tokio::net::{TcpListener, TcpSocket};
-use tokio_util::sync::CancellationToken;
 
 const FLOOD_MESSAGE: usize = 1_000_000;
 
 fn ip(host: u8) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 50, host)
-}
-
-async fn raw_from(from: Ipv4Addr, to: SocketAddr) -> RawPeer {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.bind(SocketAddr::from((from, 0))).expect("bind");
-    let stream = socket.connect(to).await.expect("connect to the pool");
-    RawPeer::new(stream)
+    loopback::ip(50, host)
 }
 
 async fn start_pool(limits: Limits) -> Pool {
-    let listener = TcpListener::bind(SocketAddr::from((ip(1), 0)))
-        .await
-        .expect("bind the pool");
-    let mut config = pool::Config::default().allow_local_addresses();
-    config.dns_seed = false;
-    config.machine.connman.target_outbound = 0;
-    config.machine.connman.feeler_interval = None;
     let mut peer = PeerConfig::new(Network::Regtest.params());
     peer.user_agent = UserAgent::new("peerpool", "bench", &[]).expect("user agent");
     peer.ping_interval = Duration::from_secs(600);
     peer.timeout_interval = Duration::from_secs(600);
     let peer = peerpool_net::Config::from_peer_config(peer).with_cost_limits(limits);
-    Pool::start(config, peer, vec![listener], CancellationToken::new()).await
+    start_with(SocketAddr::from((ip(1), 0)), pool_config(0), peer).await
 }
 
 /// Round trips of one ping at a time until `stop` is set or `count` are measured.
@@ -165,7 +148,7 @@ struct Flood {
 async fn flood(pool: &Pool, quiet: &mut RawPeer, limit: Duration) -> Flood {
     let handle = pool.handle();
     let mut events = handle.subscribe();
-    let mut flooder = raw_from(ip(3), pool.listening()[0]).await;
+    let mut flooder = RawPeer::connect_from(ip(3), pool.listening()[0]).await;
     flooder.handshake_as_dialer(MODERN).await;
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
@@ -175,13 +158,7 @@ async fn flood(pool: &Pool, quiet: &mut RawPeer, limit: Duration) -> Flood {
         let stop = Arc::clone(&stop);
         tokio::spawn(async move {
             let payload = vec![0x5a; FLOOD_MESSAGE];
-            let mut frame = Vec::new();
-            peerpool_wire::frame::encode_frame(
-                common::magic(),
-                peerpool_wire::Command::new("flood").expect("command"),
-                &payload,
-                &mut frame,
-            );
+            let frame = frame_bytes("flood", &payload);
             let mut bytes = 0u64;
             use tokio::io::AsyncWriteExt;
             while !stop.load(Ordering::Relaxed) {
@@ -253,7 +230,7 @@ async fn run() {
 
     // Default limits: baseline, then the flood until the flooder is cut off.
     let pool = start_pool(Limits::default()).await;
-    let mut quiet = raw_from(ip(2), pool.listening()[0]).await;
+    let mut quiet = RawPeer::connect_from(ip(2), pool.listening()[0]).await;
     quiet.handshake_as_dialer(MODERN).await;
     // Warm up: the first round trips pay for connection setup.
     pings(&mut quiet, 100, &never).await;
@@ -271,7 +248,7 @@ async fn run() {
         .as_ref()
         .map_or(Duration::from_secs(30), |(t, _)| *t);
     let pool = start_pool(Limits::unlimited()).await;
-    let mut quiet2 = raw_from(ip(2), pool.listening()[0]).await;
+    let mut quiet2 = RawPeer::connect_from(ip(2), pool.listening()[0]).await;
     quiet2.handshake_as_dialer(MODERN).await;
     pings(&mut quiet2, 100, &never).await;
     let unlimited = flood(&pool, &mut quiet2, lasted).await;

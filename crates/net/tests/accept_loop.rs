@@ -1,14 +1,14 @@
 //! `accept_loop` over loopback: many concurrent inbound peers, the inbound limit, shutdown.
 
-mod common;
-
 use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use common::{config, emit, init_logs, peer_config, within, RawPeer, MODERN, WAIT};
 use peerpool_net::{accept_loop, dial, dial_from, AcceptLimits, DisconnectReason, Listeners, Peer};
+use peerpool_testkit::peer::{config, emit, peer_config};
+use peerpool_testkit::raw::{version, RawPeer, MODERN};
+use peerpool_testkit::{init_logs, within, WAIT};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -109,9 +109,10 @@ async fn two_hundred_concurrent_inbound_peers_from_distinct_addresses() {
 /// Connects a raw socket; whether the server keeps it is told by whether a version comes back.
 async fn try_handshake(addr: SocketAddr) -> Option<RawPeer> {
     let mut raw = RawPeer::connect(addr).await;
-    raw.send(&bitcoin::p2p::message::NetworkMessage::Version(
-        common::version(MODERN, fastrand::u64(1..)),
-    ))
+    raw.send(&bitcoin::p2p::message::NetworkMessage::Version(version(
+        MODERN,
+        fastrand::u64(1..),
+    )))
     .await;
     raw.recv().await.map(|_| raw)
 }

@@ -5,12 +5,12 @@
 //! Memory is measured on the whole process, so this file holds a single test: nothing else
 //! runs beside it in this binary.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{init_logs, peer_config, serve, unknown, within, RawPeer, MODERN};
 use peerpool_net::{Config, DisconnectReason, Listeners, Peer};
+use peerpool_testkit::peer::{peer_config, serve};
+use peerpool_testkit::raw::{unknown, RawPeer, MODERN};
+use peerpool_testkit::{init_logs, within};
 use tokio::sync::oneshot;
 
 const MB: usize = 1 << 20;

@@ -4,7 +4,6 @@
 //!
 //! Every server binds 127.0.0.1 with a port from the OS; no packet leaves the machine.
 
-mod common;
 mod discovery_support;
 
 use std::collections::{HashMap, HashSet};
@@ -13,7 +12,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bitcoin::p2p::ServiceFlags;
-use common::{config, emit, init_logs, peer_config, within};
 use discovery_support::dns::{silent_nameserver, DnsServer, Zone};
 use discovery_support::socks::{
     garbage_server, mute_server, FakeSocks, Microsocks, Request, Script, Target,
@@ -23,6 +21,8 @@ use peerpool_net::discovery::{
     connect_via_proxy, resolve_via_tor, ProxyCredentials, ProxyError, SeedError, SeedResolver,
 };
 use peerpool_net::{accept_loop, AcceptLimits, Listeners, Peer};
+use peerpool_testkit::peer::{config, emit, peer_config};
+use peerpool_testkit::{init_logs, within};
 use peerpool_wire::Network;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

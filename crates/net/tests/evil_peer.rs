@@ -2,8 +2,6 @@
 //! frames, protocol violations, stalls. Each test checks both what the peer decides (its
 //! disconnect reason) and what actually crossed the wire.
 
-mod common;
-
 use std::time::Duration;
 
 use bitcoin::hashes::Hash;
@@ -13,13 +11,12 @@ use bitcoin::p2p::message_blockdata::Inventory;
 use bitcoin::p2p::message_bloom::{BloomFlags, FilterLoad};
 use bitcoin::p2p::ServiceFlags;
 use bitcoin::{BlockHash, Txid};
-use common::{
-    commands, config, emit, init_logs, magic, peer_config, serve, unknown, version, within,
-    RawPeer, MODERN,
-};
 use peerpool_core::peer::PeerConfig;
 use peerpool_core::Misbehaviour;
 use peerpool_net::{DisconnectReason, Listeners, Peer};
+use peerpool_testkit::peer::{config, emit, peer_config, serve};
+use peerpool_testkit::raw::{commands, frame_bytes, magic, unknown, version, RawPeer, MODERN};
+use peerpool_testkit::{init_logs, within, WAIT};
 use peerpool_wire::frame::{encode_frame, MAX_PAYLOAD_LEN};
 use peerpool_wire::message::encode_message;
 use peerpool_wire::{Command, FrameError, MessageKind, Network};
@@ -45,12 +42,6 @@ fn misbehaviour_listener() -> (Listeners, mpsc::UnboundedReceiver<(Misbehaviour,
     let (tx, rx) = mpsc::unbounded_channel();
     let l = Listeners::new().on_misbehaviour(move |_, m, score| emit(&tx, (*m, score)));
     (l, rx)
-}
-
-fn frame_bytes(command: &str, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    encode_frame(magic(), Command::new(command).unwrap(), payload, &mut v);
-    v
 }
 
 #[tokio::test]
@@ -379,7 +370,7 @@ async fn outbound_peer_sends_only_version_to_a_silent_listener() {
     pc.handshake_timeout = Duration::from_millis(300);
     let peer = within(
         "dial",
-        peerpool_net::dial(config(pc, Listeners::new()), addr, common::WAIT),
+        peerpool_net::dial(config(pc, Listeners::new()), addr, WAIT),
     )
     .await
     .unwrap();

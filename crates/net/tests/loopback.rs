@@ -1,7 +1,5 @@
 //! Two peers over real loopback TCP.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +11,13 @@ use bitcoin::p2p::message_blockdata::Inventory;
 use bitcoin::p2p::ServiceFlags;
 use bitcoin::transaction::Version;
 use bitcoin::{Amount, BlockHash, ScriptBuf, Transaction, TxIn, TxOut, Txid};
-use common::{config, emit, init_logs, peer_config, serve, unknown, within, WAIT};
 use peerpool_core::peer::PeerConfig;
 use peerpool_net::{
     clock, dial, Config, Direction, DisconnectReason, HandshakeState, Listeners, Peer, UserAgent,
 };
+use peerpool_testkit::peer::{config, emit, peer_config, serve};
+use peerpool_testkit::raw::{message_bytes, unknown};
+use peerpool_testkit::{init_logs, within, WAIT};
 use peerpool_wire::{MessageKind, Network};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -158,8 +158,7 @@ fn tx_with(value: u64) -> Transaction {
 }
 
 fn wire_len(msg: &NetworkMessage) -> u64 {
-    let mut v = Vec::new();
-    peerpool_wire::message::encode_message(common::magic(), msg, &mut v) as u64
+    message_bytes(msg).len() as u64
 }
 
 fn bytes_of(map: &[(MessageKind, u64)], kind: MessageKind) -> u64 {

@@ -2,15 +2,15 @@
 //! refused, nothing is dialed (so the address book records no attempt) until activity is
 //! back on, and then the automatic and manual peers come back.
 
-mod pool_support;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use peerpool_core::addr::NetAddr;
 use peerpool_net::pool::ConnKind;
 use peerpool_net::Pool;
-use pool_support::*;
+use peerpool_testkit::loopback::ip;
+use peerpool_testkit::pool::*;
+use peerpool_testkit::{init_logs, within};
 
 /// Attempts and last try of every address in `pool`'s book.
 async fn tries(pool: &Pool) -> BTreeMap<NetAddr, (u32, Option<peerpool_core::time::Time>)> {

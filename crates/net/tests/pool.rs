@@ -1,31 +1,23 @@
 //! The pool runtime on loopback: real sockets, pools on distinct 127.0.x.y addresses (one
 //! third octet per test, so bans and groups of one test never touch another).
 
-mod common;
-mod pool_support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bitcoin::hashes::Hash;
 use bitcoin::p2p::message_blockdata::Inventory;
 use bitcoin::Txid;
-use common::{RawPeer, MODERN};
 use peerpool_core::addr::NetAddr;
 use peerpool_net::bus::{Lagged, PoolEvent};
 use peerpool_net::pool::{ConnKind, Subnet};
 use peerpool_net::{DisconnectReason, Listeners, Pool};
+use peerpool_testkit::loopback::ip;
+use peerpool_testkit::pool::*;
+use peerpool_testkit::raw::{magic, unix_now, RawPeer, MODERN};
+use peerpool_testkit::{init_logs, within};
 use peerpool_wire::MessageKind;
-use pool_support::*;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-/// A raw connection to `to` leaving from `from_ip`.
-async fn raw_from(from_ip: std::net::Ipv4Addr, to: SocketAddr) -> RawPeer {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::from((from_ip, 0))).unwrap();
-    RawPeer::new(within("raw connect", socket.connect(to)).await.unwrap())
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_pool_fills_its_outbound_slots_from_its_address_book() {
@@ -49,7 +41,7 @@ async fn every_pool_fills_its_outbound_slots_from_its_address_book() {
     for (i, l) in listeners.into_iter().enumerate() {
         let mut config = pool_config(3);
         config.seeds = addrs.iter().copied().filter(|a| *a != addrs[i]).collect();
-        let peer = peer_config(&format!("n{i}"));
+        let peer = pool_peer_config(&format!("n{i}"));
         pools.push(Pool::start(config, peer, vec![l], CancellationToken::new()).await);
     }
     for p in &pools {
@@ -181,7 +173,7 @@ async fn a_ban_through_the_handle_disconnects_and_refuses_the_peer() {
     assert_eq!(bans[0].subnet, subnet);
 
     // From the banned address, a connection is closed before a byte is exchanged.
-    let mut raw = raw_from(ip(3, 2), a.listening()[0]).await;
+    let mut raw = RawPeer::connect_from(ip(3, 2), a.listening()[0]).await;
     raw.expect_close().await;
     assert_eq!(a.handle().peer_count().await.unwrap(), 0);
 
@@ -201,7 +193,7 @@ async fn misbehaviour_past_the_threshold_bans_the_address() {
     config.machine.banman.threshold = 30;
     let a = start(SocketAddr::from((ip(4, 1), 0)), config, "a").await;
     let mut events = a.bus().subscribe();
-    let mut raw = raw_from(ip(4, 9), a.listening()[0]).await;
+    let mut raw = RawPeer::connect_from(ip(4, 9), a.listening()[0]).await;
     raw.handshake_as_dialer(MODERN).await;
     next_event(&mut events, "the raw peer joining", joined_from(ip(4, 9))).await;
     // Four undecodable `inv`s at 10 points each pass the threshold of 30, even if a second
@@ -215,7 +207,7 @@ async fn misbehaviour_past_the_threshold_bans_the_address() {
     })
     .await;
     raw.read_to_close().await;
-    let mut again = raw_from(ip(4, 9), a.listening()[0]).await;
+    let mut again = RawPeer::connect_from(ip(4, 9), a.listening()[0]).await;
     again.expect_close().await;
     a.stop().await;
 }
@@ -230,7 +222,7 @@ async fn a_peer_whose_reports_wait_for_the_pool_is_still_scored_and_banned() {
     config.report_capacity = 1;
     let a = start(SocketAddr::from((ip(4, 1), 0)), config, "a").await;
     let mut events = a.bus().subscribe();
-    let mut raw = raw_from(ip(4, 19), a.listening()[0]).await;
+    let mut raw = RawPeer::connect_from(ip(4, 19), a.listening()[0]).await;
     raw.handshake_as_dialer(MODERN).await;
     next_event(&mut events, "the raw peer joining", joined_from(ip(4, 19))).await;
     // Hundreds of reports for the pool in one burst (each `addr` is one), the misbehaviour
@@ -239,9 +231,8 @@ async fn a_peer_whose_reports_wait_for_the_pool_is_still_scored_and_banned() {
     for i in 0..300u32 {
         let at = SocketAddr::from((ip(90, (i % 250) as u8 + 1), 18444));
         let entry = bitcoin::p2p::address::Address::new(&at, bitcoin::p2p::ServiceFlags::NONE);
-        let msg =
-            bitcoin::p2p::message::NetworkMessage::Addr(vec![(common::unix_now() as u32, entry)]);
-        peerpool_wire::message::encode_message(common::magic(), &msg, &mut burst);
+        let msg = bitcoin::p2p::message::NetworkMessage::Addr(vec![(unix_now() as u32, entry)]);
+        peerpool_wire::message::encode_message(magic(), &msg, &mut burst);
     }
     raw.send_raw(&burst).await;
     for _ in 0..4 {
@@ -378,7 +369,7 @@ async fn inbound_connections_beyond_the_cap_are_closed() {
     let mut events = a.bus().subscribe();
     let mut held = Vec::new();
     for i in 0..2u8 {
-        let mut raw = raw_from(ip(7, 10 + i), a.listening()[0]).await;
+        let mut raw = RawPeer::connect_from(ip(7, 10 + i), a.listening()[0]).await;
         raw.handshake_as_dialer(MODERN).await;
         next_event(
             &mut events,
@@ -388,7 +379,7 @@ async fn inbound_connections_beyond_the_cap_are_closed() {
         .await;
         held.push(raw);
     }
-    let mut third = raw_from(ip(7, 12), a.listening()[0]).await;
+    let mut third = RawPeer::connect_from(ip(7, 12), a.listening()[0]).await;
     third.expect_close().await;
     drop(held);
     a.stop().await;

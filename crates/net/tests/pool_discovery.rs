@@ -2,100 +2,26 @@
 //! every connection through the real `microsocks` SOCKS5 proxy (`.ci/run` installs it).
 
 mod discovery_support;
-mod pool_support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
 
 use discovery_support::dns::{DnsServer, Zone};
+use discovery_support::socks::Microsocks;
 use peerpool_core::peer::PeerConfig;
 use peerpool_net::discovery::SeedResolver;
 use peerpool_net::pool::{ConnKind, Pool};
+use peerpool_testkit::init_logs;
+use peerpool_testkit::loopback::ip;
+use peerpool_testkit::pool::*;
 use peerpool_wire::Network;
-use pool_support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-/// A `microsocks` on 127.0.0.1 whose outgoing connections leave from `bind`, so a peer can
-/// tell a proxied connection from a direct one. Killed when dropped.
-struct Proxy {
-    addr: SocketAddr,
-    _child: Child,
-}
-
-async fn microsocks(bind: std::net::Ipv4Addr) -> Proxy {
-    let binary = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<PathBuf>>())
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|d| d.join("microsocks"))
-        .find(|p| p.is_file())
-        .expect("the microsocks SOCKS5 server is not installed: run .ci/run, which installs it");
-    for _ in 0..5 {
-        // microsocks cannot report a port the OS chose: take a free one and hand it over.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new(&binary)
-            .args([
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-b",
-                &bind.to_string(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn microsocks");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        if ready(&mut child, addr).await {
-            return Proxy {
-                addr,
-                _child: child,
-            };
-        }
-    }
-    panic!("microsocks did not start");
-}
-
-/// Polls until the proxy answers a SOCKS5 greeting (it has no other way to say it is up).
-async fn ready(child: &mut Child, addr: SocketAddr) -> bool {
-    for _ in 0..500 {
-        if let Ok(Some(_)) = child.try_wait() {
-            return false;
-        }
-        if let Ok(mut s) = TcpStream::connect(addr).await {
-            let mut answer = [0u8; 2];
-            // Bounded: whatever took the port in between may never answer.
-            let answered = s.write_all(&[5, 1, 0]).await.is_ok()
-                && matches!(
-                    tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut answer)).await,
-                    Ok(Ok(_))
-                );
-            if answered {
-                return answer[0] == 5 && matches!(child.try_wait(), Ok(None));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_connection_goes_through_the_socks5_proxy() {
     init_logs();
     let exit = ip(31, 99);
-    let proxy = microsocks(exit).await;
+    let proxy = Microsocks::start_leaving_from(exit).await;
     let b = start(SocketAddr::from((ip(31, 2), 0)), pool_config(0), "b").await;
     let c = start(SocketAddr::from((ip(31, 3), 0)), pool_config(0), "c").await;
     let mut b_events = b.bus().subscribe();
@@ -141,7 +67,7 @@ async fn an_empty_address_book_is_filled_from_the_dns_seeds() {
         nodes.push(
             Pool::start(
                 pool_config(0),
-                peer_config("seeded"),
+                pool_peer_config("seeded"),
                 vec![l],
                 CancellationToken::new(),
             )
@@ -162,10 +88,7 @@ async fn an_empty_address_book_is_filled_from_the_dns_seeds() {
     let mut config = pool_config(2);
     config.dns_seed = true;
     config.seed_resolver = Some(SeedResolver::with_nameserver(dns.addr));
-    let listener = TcpListener::bind(SocketAddr::from((ip(32, 1), 0)))
-        .await
-        .unwrap();
-    let a = Pool::start(config, peer, vec![listener], CancellationToken::new()).await;
+    let a = start_with(SocketAddr::from((ip(32, 1), 0)), config, peer).await;
     let mut events = a.bus().subscribe();
     outbound_reached(&a, &mut events, 2).await;
     let asked: Vec<String> = dns.questions().into_iter().map(|(n, _)| n).collect();

@@ -1,8 +1,6 @@
 //! The pool's address book and ban list across restarts: saved at shutdown and periodically,
 //! loaded at start, and damaged files set aside without stopping the start.
 
-mod pool_support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -12,7 +10,9 @@ use peerpool_core::pool::addrman::{self, AddrMan};
 use peerpool_core::pool::banman::BanList;
 use peerpool_net::persist;
 use peerpool_net::pool::{Subnet, BANS_FILE, PEERS_FILE};
-use pool_support::*;
+use peerpool_testkit::loopback::ip;
+use peerpool_testkit::pool::*;
+use peerpool_testkit::{init_logs, tempdir, within};
 
 fn addrs(net: u8, n: u8) -> Vec<NetAddr> {
     (1..=n)
@@ -50,7 +50,7 @@ fn set_aside(dir: &Path, name: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_keeps_the_address_book_and_the_bans() {
     init_logs();
-    let dir = tempdir("restart");
+    let dir = tempdir!("restart");
     let mut config = pool_config(0);
     config.data_dir = Some(dir.clone());
     let bind = SocketAddr::from((ip(20, 1), 0));
@@ -79,7 +79,7 @@ async fn a_restart_keeps_the_address_book_and_the_bans() {
 #[test]
 fn a_killed_pool_loses_at_most_the_last_save_interval() {
     init_logs();
-    let dir = tempdir("killed");
+    let dir = tempdir!("killed");
     let mut config = pool_config(0);
     config.data_dir = Some(dir.clone());
     config.save_interval = Duration::from_millis(200);
@@ -121,7 +121,7 @@ fn a_killed_pool_loses_at_most_the_last_save_interval() {
 #[tokio::test(flavor = "multi_thread")]
 async fn damaged_files_are_set_aside_and_the_pool_starts_empty() {
     init_logs();
-    let dir = tempdir("corrupt");
+    let dir = tempdir!("corrupt");
     // Not a snapshot at all.
     std::fs::write(dir.join(PEERS_FILE), b"this is not an address book").unwrap();
     // A sound snapshot whose content the ban list decoder refuses.

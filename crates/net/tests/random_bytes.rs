@@ -6,16 +6,15 @@
 //! The seed is printed; `PEERPOOL_RANDOM_SEED=<n>` replays the same chunks (how they split
 //! across connections depends on when each peer gives up, which timing decides).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bitcoin::p2p::message::NetworkMessage;
-use common::{config, emit, init_logs, magic, peer_config, serve, unknown, version, within};
-use common::{RawPeer, MODERN, WAIT};
 use peerpool_net::{dial, DisconnectReason, Listeners, Peer};
+use peerpool_testkit::peer::{config, emit, peer_config, serve};
+use peerpool_testkit::raw::{magic, unknown, version, RawPeer, MODERN};
+use peerpool_testkit::{init_logs, within, WAIT};
 use peerpool_wire::frame::{encode_frame, MAX_PAYLOAD_LEN};
 use peerpool_wire::message::encode_message;
 use peerpool_wire::{Command, MessageKind};

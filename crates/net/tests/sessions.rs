@@ -3,40 +3,30 @@
 //! cost model at work (a flooding session delayed, then cut off, beside a quiet one).
 //! Each test uses its own 127.0.4x.y addresses, so groups and bans never cross tests.
 
-mod common;
-mod pool_support;
-
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bitcoin::p2p::message::NetworkMessage;
-use common::{RawPeer, MODERN};
 use peerpool_core::addr::{Host, NetAddr};
 use peerpool_core::cost::Limits;
 use peerpool_net::bus::PoolEvent;
 use peerpool_net::pool::{ConnError, PoolError, PoolHandle, SessionInfo, Subnet};
 use peerpool_net::{Direction, DisconnectReason, Peer, PeerId, Pool};
-use pool_support::*;
-use tokio::net::{TcpListener, TcpSocket};
-use tokio_util::sync::CancellationToken;
-
-/// A raw connection to `to` leaving from `from_ip`.
-async fn raw_from(from_ip: Ipv4Addr, to: SocketAddr) -> RawPeer {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::from((from_ip, 0))).unwrap();
-    RawPeer::new(within("raw connect", socket.connect(to)).await.unwrap())
-}
+use peerpool_testkit::loopback::ip;
+use peerpool_testkit::peer::{config, peer_config, serve};
+use peerpool_testkit::pool::*;
+use peerpool_testkit::raw::{RawPeer, MODERN};
+use peerpool_testkit::{init_logs, within};
+use tokio::net::TcpListener;
 
 /// A pool on `ip` whose peers run with `limits`.
 async fn pool_with(ip: Ipv4Addr, limits: Limits, name: &str) -> Pool {
-    let listener = TcpListener::bind(SocketAddr::from((ip, 0))).await.unwrap();
-    Pool::start(
+    start_with(
+        SocketAddr::from((ip, 0)),
         pool_config(0),
-        peer_config(name).with_cost_limits(limits),
-        vec![listener],
-        CancellationToken::new(),
+        pool_peer_config(name).with_cost_limits(limits),
     )
     .await
 }
@@ -107,7 +97,7 @@ async fn sessions_show_each_connection_with_its_counts_and_flags() {
     let handle = pool.handle();
     assert!(handle.sessions().await.unwrap().is_empty());
 
-    let mut raw = raw_from(ip(40, 2), pool.listening()[0]).await;
+    let mut raw = RawPeer::connect_from(ip(40, 2), pool.listening()[0]).await;
     raw.handshake_as_dialer(MODERN).await;
     raw.ping_pong(7).await;
     let s = session_where(&handle, ip(40, 2), "the joined session", |s| {
@@ -135,7 +125,7 @@ async fn sessions_show_each_connection_with_its_counts_and_flags() {
     assert_eq!(s.errors, 0);
 
     // A second session from the same host shares its group, and its cost.
-    let mut twin = raw_from(ip(40, 2), pool.listening()[0]).await;
+    let mut twin = RawPeer::connect_from(ip(40, 2), pool.listening()[0]).await;
     twin.handshake_as_dialer(MODERN).await;
     let shared = session_where(&handle, ip(40, 2), "a group share", |s| s.group_cost > 0.0).await;
     assert_eq!(shared.netgroup, "127.0.40.2");
@@ -147,7 +137,7 @@ async fn misbehaviour_is_counted_and_costs() {
     init_logs();
     let pool = pool_with(ip(41, 1), Limits::default(), "s41").await;
     let handle = pool.handle();
-    let mut raw = raw_from(ip(41, 2), pool.listening()[0]).await;
+    let mut raw = RawPeer::connect_from(ip(41, 2), pool.listening()[0]).await;
     raw.handshake_as_dialer(MODERN).await;
     // An `inv` whose payload does not decode: malformed, 10 points of ban score.
     raw.send_frame("inv", &[0xfd, 0xff]).await;
@@ -166,7 +156,7 @@ async fn toggle_log_logs_every_message_of_that_session_only() {
     let logs = captured_logs();
     let pool = pool_with(ip(42, 1), Limits::default(), "s42").await;
     let handle = pool.handle();
-    let mut raw = raw_from(ip(42, 2), pool.listening()[0]).await;
+    let mut raw = RawPeer::connect_from(ip(42, 2), pool.listening()[0]).await;
     raw.handshake_as_dialer(MODERN).await;
     let id = session_where(&handle, ip(42, 2), "the session", |s| s.details.joined)
         .await
@@ -210,7 +200,7 @@ async fn send_message_reaches_the_peer_and_unknown_peers_are_an_error() {
     init_logs();
     let pool = pool_with(ip(43, 1), Limits::default(), "s43").await;
     let handle = pool.handle();
-    let mut raw = raw_from(ip(43, 2), pool.listening()[0]).await;
+    let mut raw = RawPeer::connect_from(ip(43, 2), pool.listening()[0]).await;
     raw.handshake_as_dialer(MODERN).await;
     let id = session_where(&handle, ip(43, 2), "the session", |s| s.details.joined)
         .await
@@ -296,9 +286,9 @@ async fn known_addresses_show_the_book_with_connection_and_ban_state() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn closing_is_set_from_the_disconnect_request_until_the_end() {
-    let config = || common::config(common::peer_config(), peerpool_net::Listeners::new());
-    let (addr, mut accepted) = common::serve("127.0.45.1:0", config()).await;
-    let peer = Peer::new_outbound(config(), addr);
+    let peers = || config(peer_config(), peerpool_net::Listeners::new());
+    let (addr, mut accepted) = serve("127.0.45.1:0", peers()).await;
+    let peer = Peer::new_outbound(peers(), addr);
     peer.associate_connection(tokio::net::TcpStream::connect(addr).await.unwrap());
     let _theirs = within("accept", accepted.recv()).await.unwrap();
     assert!(!peer.is_closing());
@@ -328,9 +318,9 @@ async fn a_flooding_session_is_delayed_then_cut_off_while_a_quiet_one_is_not() {
     let pool = pool_with(ip(46, 1), limits, "s46").await;
     let handle = pool.handle();
     let mut events = handle.subscribe();
-    let mut quiet = raw_from(ip(46, 2), pool.listening()[0]).await;
+    let mut quiet = RawPeer::connect_from(ip(46, 2), pool.listening()[0]).await;
     quiet.handshake_as_dialer(MODERN).await;
-    let mut flooder = raw_from(ip(46, 3), pool.listening()[0]).await;
+    let mut flooder = RawPeer::connect_from(ip(46, 3), pool.listening()[0]).await;
     flooder.handshake_as_dialer(MODERN).await;
     let flooder_id = session_where(&handle, ip(46, 3), "the flooder", |s| s.details.joined)
         .await

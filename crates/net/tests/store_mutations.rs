@@ -7,8 +7,6 @@
 //! The damage is drawn from a seeded generator; the seed is printed, and
 //! `PEERPOOL_TEST_SEED=N` replays a run.
 
-mod pool_support;
-
 use std::hash::Hasher;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -22,7 +20,9 @@ use peerpool_core::pool::banman::{BanList, BanReason, Subnet};
 use peerpool_core::Time;
 use peerpool_net::persist::{self, Corruption, LoadError, HEADER_LEN, MAGIC};
 use peerpool_net::pool::{BANS_FILE, PEERS_FILE};
-use pool_support::*;
+use peerpool_testkit::loopback::ip;
+use peerpool_testkit::pool::*;
+use peerpool_testkit::{init_logs, tempdir};
 
 /// The snapshot kinds the pool's store uses for its two files.
 const PEERS_KIND: &str = "peers";
@@ -41,7 +41,7 @@ fn seed() -> u64 {
 
 // ----- fixtures ----------------------------------------------------------------------------
 
-/// What the pool loads the address book with (see `pool_support::pool_config`).
+/// What the pool loads the address book with (see `peerpool_testkit::pool::pool_config`).
 fn addrman_config() -> addrman::Config {
     pool_config(0).machine.addrman
 }
@@ -259,7 +259,7 @@ fn the_book_checksum_is_resealed_the_way_the_book_computes_it() {
 #[test]
 fn a_damaged_snapshot_file_is_refused_and_set_aside() {
     let mut rng = Rng::with_seed(seed());
-    let dir = tempdir("store-mutations-envelope");
+    let dir = tempdir!("store-mutations-envelope");
     let payloads = [
         (PEERS_FILE, PEERS_KIND, book().serialize()),
         (BANS_FILE, BANS_KIND, bans().encode()),
@@ -331,7 +331,7 @@ fn a_damaged_snapshot_file_is_refused_and_set_aside() {
 #[test]
 fn a_damaged_payload_in_a_sound_envelope_reaches_its_decoder() {
     let mut rng = Rng::with_seed(seed());
-    let dir = tempdir("store-mutations-payload");
+    let dir = tempdir!("store-mutations-payload");
     let book_bytes = book().serialize();
     let ban_bytes = bans().encode();
     let (mut loaded, mut refused) = (0, 0);
@@ -399,7 +399,7 @@ async fn a_pool_starts_on_damaged_state_files() {
     let book_bytes = book().serialize();
     let ban_bytes = bans().encode();
     for round in 0..6u8 {
-        let dir = tempdir(&format!("store-mutations-pool-{round}"));
+        let dir = tempdir!(&format!("store-mutations-pool-{round}"));
         let mut peers = book_bytes.clone();
         // The first round keeps the book whole, so a pool that ignored its files would fail.
         if round > 0 {

@@ -7,14 +7,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use axum::routing::post;
 use axum::Router;
-use peerpool_net::pool::{self, Pool};
 use peerpool_rpc::node::client::Client;
 use peerpool_rpc::node::{Config, Credentials, Server};
-use peerpool_rpc::Daemon;
+use peerpool_testkit::pool::{pool_config, start_with};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -152,31 +151,14 @@ async fn run() {
     let secs = env_or("SECONDS", 5);
     let conns = env_or("CONNECTIONS", 4) as usize;
 
-    let chain = peerpool_wire::Network::Regtest.params();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut config = pool::Config::default().allow_local_addresses();
-    config.dns_seed = false;
-    config.machine.connman.target_outbound = 0;
-    config.machine.connman.feeler_interval = None;
+    let mut config = pool_config(0);
     config.machine.connman.max_connections = peers + 100;
     config.machine.connman.max_inbound_per_group = peers + 100;
-    let pool = Pool::start(
-        config,
-        peerpool_net::Config::new(chain.clone()),
-        vec![listener],
-        CancellationToken::new(),
-    )
-    .await;
+    let chain = peerpool_wire::Network::Regtest.params();
+    let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let pool = start_with(bind, config, peerpool_net::Config::new(chain)).await;
     let p2p = pool.listening()[0];
-    let daemon = Daemon {
-        pool: pool.handle(),
-        chain,
-        data_dir: None,
-        started: SystemTime::now(),
-        user_agent: "/peerpool:bench/".into(),
-        listening: pool.listening().to_vec(),
-        shutdown: CancellationToken::new(),
-    };
+    let daemon = peerpool_testkit::rpc::daemon(&pool, CancellationToken::new());
     let server = Server::start(
         Config::new(
             vec!["127.0.0.1:0".parse().unwrap()],

@@ -1,28 +1,29 @@
 //! The admin commands against a real pool with live loopback peers: the shapes ElectrumX's
 //! client reads, and the effects of `disconnect` and `log`.
 
-mod admin_support;
-
-use admin_support::*;
 use peerpool_net::bus::PoolEvent;
 use peerpool_rpc::admin::client::Client;
 use peerpool_rpc::admin::Config;
 use peerpool_rpc::error::INVALID_PARAMS;
+use peerpool_testkit::loopback::ip;
+use peerpool_testkit::pool::{joined, net_addr, start_idle};
+use peerpool_testkit::rpc::admin::{call, serve_admin};
+use peerpool_testkit::{init_logs, within};
 use serde_json::{json, Value};
 
 /// A hub with two spokes dialed in, and a client of the hub's admin listener.
 async fn hub_and_spokes(net: u8) -> (peerpool_net::Pool, Vec<peerpool_net::Pool>, Client) {
     init_logs();
-    let hub = pool(ip(net, 1), "hub", 1024).await;
+    let hub = start_idle(ip(net, 1), "hub", 1024).await;
     let mut spokes = Vec::new();
     for i in 0..2 {
-        let s = pool(ip(net, 10 + i), &format!("spoke{i}"), 1024).await;
+        let s = start_idle(ip(net, 10 + i), &format!("spoke{i}"), 1024).await;
         s.handle().connect(net_addr(&hub)).await.unwrap();
         spokes.push(s);
     }
     joined(&hub, 2).await;
     // The listener serves until its daemon's token is cancelled: dropping it is fine.
-    let (_, addr) = admin(&hub, Config::default()).await;
+    let (_, addr) = serve_admin(&hub, Config::default()).await;
     let client = Client::connect(addr).await.unwrap();
     (hub, spokes, client)
 }
@@ -105,7 +106,7 @@ async fn peers_lists_the_address_book_with_electrumx_fields() {
     // counting a spoke says nothing of the spoke's own side (it takes the hub's verack, sent
     // before the spoke's), so wait for the spoke to count the hub too.
     joined(&spokes[0], 1).await;
-    let (_server, addr) = admin(&spokes[0], Config::default()).await;
+    let (_server, addr) = serve_admin(&spokes[0], Config::default()).await;
     let mut c = Client::connect(addr).await.unwrap();
     let peers = call(&mut c, "peers", json!({})).await;
     let list = peers.as_array().unwrap();

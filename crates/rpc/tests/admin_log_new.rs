@@ -1,12 +1,13 @@
 //! `log new`: whether sessions that connect later start logged, toggled on its own and set
 //! by `log all` / `log none`, with ElectrumX's answers.
 
-mod admin_support;
-
-use admin_support::*;
 use peerpool_net::PeerId;
 use peerpool_rpc::admin::client::Client;
 use peerpool_rpc::admin::Config;
+use peerpool_testkit::init_logs;
+use peerpool_testkit::loopback::ip;
+use peerpool_testkit::pool::{joined, net_addr, start_idle};
+use peerpool_testkit::rpc::admin::{call, serve_admin};
 use serde_json::{json, Value};
 
 /// Dials a new spoke into `hub`, waits for it to join, and returns its session id there.
@@ -23,7 +24,7 @@ async fn new_spoke(
         .iter()
         .map(|d| d.id)
         .collect();
-    let s = pool(ip(44, 10 + n), &format!("spoke{n}"), 1024).await;
+    let s = start_idle(ip(44, 10 + n), &format!("spoke{n}"), 1024).await;
     s.handle().connect(net_addr(hub)).await.unwrap();
     spokes.push(s);
     joined(hub, before.len() + 1).await;
@@ -57,8 +58,8 @@ async fn log(c: &mut Client, ids: &[&str]) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn log_new_decides_whether_later_sessions_start_logged() {
     init_logs();
-    let hub = pool(ip(44, 1), "hub", 1024).await;
-    let (_, addr) = admin(&hub, Config::default()).await;
+    let hub = start_idle(ip(44, 1), "hub", 1024).await;
+    let (_, addr) = serve_admin(&hub, Config::default()).await;
     let mut c = Client::connect(addr).await.unwrap();
     let mut spokes = Vec::new();
 

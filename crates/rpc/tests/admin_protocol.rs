@@ -2,14 +2,15 @@
 //! packet, invalid JSON, unknown methods, batches, notifications, huge lines, and clients that
 //! never read. Each gets a clean answer or a clean drop; the listener never stalls.
 
-mod admin_support;
-
 use std::time::Duration;
 
-use admin_support::*;
 use peerpool_rpc::admin::client::Client;
 use peerpool_rpc::admin::Config;
 use peerpool_rpc::error::{INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR};
+use peerpool_testkit::loopback::ip;
+use peerpool_testkit::pool::start_idle;
+use peerpool_testkit::rpc::admin::{call, serve_admin};
+use peerpool_testkit::{init_logs, within};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -44,8 +45,8 @@ impl Raw {
 
 async fn listener(net: u8, config: Config) -> (peerpool_net::Pool, std::net::SocketAddr) {
     init_logs();
-    let p = pool(ip(net, 1), "hub", 1024).await;
-    let (_, addr) = admin(&p, config).await;
+    let p = start_idle(ip(net, 1), "hub", 1024).await;
+    let (_, addr) = serve_admin(&p, config).await;
     (p, addr)
 }
 

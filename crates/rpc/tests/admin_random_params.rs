@@ -2,13 +2,15 @@
 //! JSON-RPC error on a connection that stays usable, nothing panics, and the listener and the
 //! pool keep working. The seed is printed; `PEERPOOL_TEST_SEED=N` replays a run.
 
-mod admin_support;
 mod random_json;
 
-use admin_support::*;
 use peerpool_rpc::admin::client::Client;
 use peerpool_rpc::admin::commands::METHODS;
 use peerpool_rpc::admin::Config;
+use peerpool_testkit::loopback::ip;
+use peerpool_testkit::pool::{joined, net_addr, start_idle};
+use peerpool_testkit::rpc::admin::{call, serve_admin};
+use peerpool_testkit::{init_logs, within};
 use random_json::{random_params, seed};
 use serde_json::{json, Value};
 
@@ -18,15 +20,15 @@ async fn random_parameters_get_answers_or_clean_errors_and_break_nothing() {
     let seed = seed();
     println!("PEERPOOL_TEST_SEED={seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
-    let hub = pool(ip(45, 1), "hub", 1024).await;
+    let hub = start_idle(ip(45, 1), "hub", 1024).await;
     let mut spokes = Vec::new();
     for i in 0..2 {
-        let s = pool(ip(45, 10 + i), &format!("spoke{i}"), 1024).await;
+        let s = start_idle(ip(45, 10 + i), &format!("spoke{i}"), 1024).await;
         s.handle().connect(net_addr(&hub)).await.unwrap();
         spokes.push(s);
     }
     joined(&hub, 2).await;
-    let (_server, addr) = admin(&hub, Config::default()).await;
+    let (_server, addr) = serve_admin(&hub, Config::default()).await;
     let mut c = Client::connect(addr).await.unwrap();
 
     let (mut answers, mut errors) = (0, 0);
@@ -75,7 +77,7 @@ async fn random_parameters_get_answers_or_clean_errors_and_break_nothing() {
         .unwrap();
     assert!(info["sessions"]["count"].is_u64(), "{info}");
     hub.handle().clear_bans().await.unwrap();
-    let late = pool(ip(45, 30), "late", 1024).await;
+    let late = start_idle(ip(45, 30), "late", 1024).await;
     late.handle().connect(net_addr(&hub)).await.unwrap();
     within("the late spoke in sessions", async {
         loop {

@@ -1,14 +1,15 @@
 //! `subscribe` on the admin listener: live peer events and messages as notifications, the
 //! filters, the requests answered on the same connection, and lag.
 
-mod admin_support;
-
-use admin_support::*;
 use bitcoin::p2p::message::NetworkMessage;
 use peerpool_core::peer::PeerId;
 use peerpool_net::bus::PoolEvent;
 use peerpool_rpc::admin::client::Client;
 use peerpool_rpc::admin::Config;
+use peerpool_testkit::loopback::ip;
+use peerpool_testkit::pool::{joined, net_addr, start_idle};
+use peerpool_testkit::rpc::admin::{call, serve_admin};
+use peerpool_testkit::{init_logs, within};
 use serde_json::{json, Value};
 
 async fn next(c: &mut Client) -> Value {
@@ -21,8 +22,8 @@ async fn next(c: &mut Client) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn peers_joining_and_leaving_are_notified_and_requests_still_answered() {
     init_logs();
-    let hub = pool(ip(60, 1), "hub", 1024).await;
-    let (_, addr) = admin(&hub, Config::default()).await;
+    let hub = start_idle(ip(60, 1), "hub", 1024).await;
+    let (_, addr) = serve_admin(&hub, Config::default()).await;
     let mut all = Client::connect(addr).await.unwrap();
     let filter = call(&mut all, "subscribe", json!({})).await;
     assert_eq!(
@@ -37,7 +38,7 @@ async fn peers_joining_and_leaving_are_notified_and_requests_still_answered() {
     )
     .await;
 
-    let spoke = pool(ip(60, 2), "spoke", 1024).await;
+    let spoke = start_idle(ip(60, 2), "spoke", 1024).await;
     spoke.handle().connect(net_addr(&hub)).await.unwrap();
     let joined = next(&mut all).await;
     assert_eq!(joined["jsonrpc"], "2.0");
@@ -106,10 +107,10 @@ async fn peers_joining_and_leaving_are_notified_and_requests_still_answered() {
 #[tokio::test(flavor = "multi_thread")]
 async fn messages_of_the_chosen_commands_and_peers_arrive_in_order_and_decoded() {
     init_logs();
-    let hub = pool(ip(61, 1), "hub", 1024).await;
-    let (_, addr) = admin(&hub, Config::default()).await;
-    let a = pool(ip(61, 2), "a", 1024).await;
-    let b = pool(ip(61, 3), "b", 1024).await;
+    let hub = start_idle(ip(61, 1), "hub", 1024).await;
+    let (_, addr) = serve_admin(&hub, Config::default()).await;
+    let a = start_idle(ip(61, 2), "a", 1024).await;
+    let b = start_idle(ip(61, 3), "b", 1024).await;
     a.handle().connect(net_addr(&hub)).await.unwrap();
     b.handle().connect(net_addr(&hub)).await.unwrap();
     joined(&hub, 2).await;
@@ -199,8 +200,8 @@ fn evicted(n: u64) -> PoolEvent {
 async fn nothing_is_lost_up_to_the_bus_bound_and_lag_beyond_it_drops_the_subscriber() {
     init_logs();
     const CAPACITY: usize = 16;
-    let hub = pool(ip(62, 1), "hub", CAPACITY).await;
-    let (_, addr) = admin(&hub, Config::default()).await;
+    let hub = start_idle(ip(62, 1), "hub", CAPACITY).await;
+    let (_, addr) = serve_admin(&hub, Config::default()).await;
     let mut c = Client::connect(addr).await.unwrap();
     call(&mut c, "subscribe", json!({"events": ["eviction"]})).await;
     let mut other = Client::connect(addr).await.unwrap();

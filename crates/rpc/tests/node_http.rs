@@ -1,12 +1,11 @@
 //! The HTTP and JSON-RPC envelope of the node RPC, and bad input: malformed JSON, wrong
 //! shapes, bad credentials, huge bodies, slow and many clients. The P2P side must not notice.
 
-mod node_support;
-
 use std::time::{Duration, Instant};
 
-use node_support::{pool, Node, PASSWORD, USER, WAIT};
 use peerpool_rpc::node::client::Client;
+use peerpool_testkit::rpc::node::{pool, Node, PASSWORD, USER};
+use peerpool_testkit::WAIT;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

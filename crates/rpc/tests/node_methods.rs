@@ -2,9 +2,8 @@
 //! a real pool with loopback peers. Only values that truly vary (ids, ports, times, byte
 //! counts) are masked.
 
-mod node_support;
-
-use node_support::{mask, pool, Node, WAIT};
+use peerpool_testkit::rpc::node::{mask, pool, Node};
+use peerpool_testkit::WAIT;
 use serde_json::{json, Value};
 
 /// Asserts a call's HTTP status and whole reply.

@@ -3,10 +3,9 @@
 //! call gets a well-formed reply with a sensible HTTP status, nothing panics, and the server
 //! and the P2P side keep working. The seed is printed; `PEERPOOL_TEST_SEED=N` replays a run.
 
-mod node_support;
 mod random_json;
 
-use node_support::{pool, Node};
+use peerpool_testkit::rpc::node::{pool, Node};
 use random_json::{random_params, seed};
 use serde_json::{json, Value};
 

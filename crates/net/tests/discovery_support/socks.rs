@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -290,6 +290,16 @@ impl Microsocks {
     /// Starts `microsocks` on a free loopback port, with username/password authentication
     /// required when `auth` is given. Panics with [`MICROSOCKS_HINT`] when it is missing.
     pub async fn start(auth: Option<(&str, &str)>) -> Microsocks {
+        Microsocks::spawn(auth, None).await
+    }
+
+    /// Starts `microsocks` on a free loopback port, its outgoing connections leaving from
+    /// `exit`, so that a peer can tell a proxied connection from a direct one.
+    pub async fn start_leaving_from(exit: Ipv4Addr) -> Microsocks {
+        Microsocks::spawn(None, Some(exit)).await
+    }
+
+    async fn spawn(auth: Option<(&str, &str)>, exit: Option<Ipv4Addr>) -> Microsocks {
         let binary = find_in_path("microsocks").unwrap_or_else(|| panic!("{MICROSOCKS_HINT}"));
         // microsocks cannot report a port the OS chose, so ask the OS for a free one and hand
         // it over. Another process could take it in between: microsocks then fails to bind
@@ -304,6 +314,9 @@ impl Microsocks {
                 .kill_on_drop(true);
             if let Some((user, pass)) = auth {
                 cmd.args(["-u", user, "-P", pass]);
+            }
+            if let Some(exit) = exit {
+                cmd.args(["-b".to_owned(), exit.to_string()]);
             }
             let mut child = cmd.spawn().expect("spawn microsocks");
             let addr = SocketAddr::from(([127, 0, 0, 1], port));

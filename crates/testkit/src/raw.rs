@@ -1,15 +1,12 @@
-//! Shared pieces of the runtime tests: configs with short timers, a tiny server that hands
-//! each accepted connection to an inbound [`Peer`], and [`RawPeer`], a hand-driven socket that
-//! speaks the protocol byte by byte so a test can misbehave exactly as it likes.
+//! The other end of a connection, driven by hand: whatever a test writes goes out verbatim,
+//! whatever arrives is framed and decoded for the test to assert on. A test can misbehave
+//! exactly as it likes, and sees exactly what crossed the wire.
 //!
-//! Every wait goes through [`within`]: a test that waits longer than [`WAIT`] fails with the
-//! name of what it was waiting for instead of hanging.
-#![allow(dead_code)]
+//! [`RawPeer`] is the async one; [`BlockingRawPeer`] serves tests without a runtime, such as
+//! those that watch a `peerpool` daemon from outside. Both speak regtest.
 
-use std::future::Future;
-use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bitcoin::p2p::address::Address;
@@ -17,77 +14,24 @@ use bitcoin::p2p::message::{CommandString, NetworkMessage};
 use bitcoin::p2p::message_network::VersionMessage;
 use bitcoin::p2p::{Magic, ServiceFlags};
 use bytes::BytesMut;
-use peerpool_core::peer::PeerConfig;
-use peerpool_net::{Config, Listeners, Peer};
 use peerpool_wire::frame::{encode_frame, Frame, FrameDecoder};
 use peerpool_wire::message::{decode_payload, encode_message};
 use peerpool_wire::{Command, Network};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::{TcpSocket, TcpStream};
 
-/// Longest any single wait may take before the test fails. Generous: the events waited for
-/// arrive in milliseconds, this only turns a hang into a failure, and a loaded CI machine can
-/// stall a task for seconds.
-pub const WAIT: Duration = Duration::from_secs(30);
+use crate::within;
 
-/// The protocol version a well-behaved modern peer announces.
+/// The protocol version a well-behaved modern peer announces (BIP339 and BIP155 feature
+/// negotiation included).
 pub const MODERN: u32 = 70016;
 
-/// Awaits `f`, failing the test if it takes longer than [`WAIT`].
-pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(WAIT, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
-    }
-}
+/// How long a [`BlockingRawPeer`] read may block.
+const BLOCKING_READ: Duration = Duration::from_secs(10);
 
-/// Installs a log subscriber when `RUST_LOG` is set, for debugging a failing test.
-pub fn init_logs() {
-    if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-    }
-}
-
+/// Regtest's network magic, which every raw peer speaks.
 pub fn magic() -> Magic {
     Network::Regtest.params().magic
-}
-
-/// Regtest protocol settings with timers that never fire during a test unless the test
-/// shortens them itself, and trickles fast enough to wait for.
-pub fn peer_config() -> PeerConfig {
-    let mut c = PeerConfig::new(Network::Regtest.params());
-    c.handshake_timeout = Duration::from_secs(30);
-    c.ping_interval = Duration::from_secs(600);
-    c.timeout_interval = Duration::from_secs(600);
-    c.trickle_interval_inbound = Duration::from_millis(20);
-    c.trickle_interval_outbound = Duration::from_millis(20);
-    c
-}
-
-pub fn config(peer: PeerConfig, listeners: Listeners) -> Arc<Config> {
-    Arc::new(Config::from_peer_config(peer).with_listeners(listeners))
-}
-
-/// A listener on `bind` whose connections each become an inbound [`Peer`] of `config`; the
-/// peers come out of the returned channel in accept order.
-pub async fn serve(bind: &str, config: Arc<Config>) -> (SocketAddr, mpsc::UnboundedReceiver<Peer>) {
-    let listener = TcpListener::bind(bind).await.expect("bind test listener");
-    let addr = listener.local_addr().expect("listener address");
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let peer = Peer::new_inbound(Arc::clone(&config));
-            peer.associate_connection(stream);
-            if tx.send(peer).is_err() {
-                return;
-            }
-        }
-    });
-    (addr, rx)
 }
 
 /// Seconds since the UNIX epoch, for version timestamps.
@@ -97,7 +41,7 @@ pub fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// A `version` as a hand-written peer would send it.
+/// A `version` as a hand-written peer would send it: full node with witness, at height 42.
 pub fn version(protocol: u32, nonce: u64) -> VersionMessage {
     let any: SocketAddr = "127.0.0.1:18444".parse().expect("literal address");
     VersionMessage {
@@ -126,15 +70,37 @@ pub fn cmd(m: &NetworkMessage) -> String {
     m.command().as_ref().to_owned()
 }
 
-/// A socket driven by hand: whatever the test writes goes out verbatim, whatever arrives is
-/// framed and decoded so the test can assert on it.
+/// Commands of a list of messages, for assertions that print well.
+pub fn commands(msgs: &[NetworkMessage]) -> Vec<String> {
+    msgs.iter().map(cmd).collect()
+}
+
+/// `msg` framed for the wire, in regtest's magic.
+pub fn message_bytes(msg: &NetworkMessage) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_message(magic(), msg, &mut out);
+    out
+}
+
+/// An arbitrary payload framed under `command` with a correct checksum, in regtest's magic.
+pub fn frame_bytes(command: &str, payload: &[u8]) -> Vec<u8> {
+    let command = Command::new(command).unwrap_or_else(|e| panic!("test command {command:?}: {e}"));
+    let mut out = Vec::new();
+    encode_frame(magic(), command, payload, &mut out);
+    out
+}
+
+/// An async socket driven by hand (see the [module](self) docs). Every read and write is
+/// bounded by [`WAIT`](crate::WAIT).
 pub struct RawPeer {
+    /// The socket, for what the methods do not cover (half-closes, local address, ...).
     pub stream: TcpStream,
     decoder: FrameDecoder,
     buf: BytesMut,
 }
 
 impl RawPeer {
+    /// Connects to `addr`.
     pub async fn connect(addr: SocketAddr) -> RawPeer {
         let stream = within("raw connect", TcpStream::connect(addr))
             .await
@@ -142,6 +108,20 @@ impl RawPeer {
         RawPeer::new(stream)
     }
 
+    /// Connects to `to` leaving from `from` (port from the OS), so that the other side sees a
+    /// chosen address.
+    pub async fn connect_from(from: Ipv4Addr, to: SocketAddr) -> RawPeer {
+        let socket = TcpSocket::new_v4().expect("raw socket");
+        socket
+            .bind(SocketAddr::from((from, 0)))
+            .unwrap_or_else(|e| panic!("binding a raw socket to {from}: {e}"));
+        let stream = within("raw connect", socket.connect(to))
+            .await
+            .unwrap_or_else(|e| panic!("raw connect from {from} to {to}: {e}"));
+        RawPeer::new(stream)
+    }
+
+    /// Wraps a connected socket.
     pub fn new(stream: TcpStream) -> RawPeer {
         let _ = stream.set_nodelay(true);
         RawPeer {
@@ -151,24 +131,17 @@ impl RawPeer {
         }
     }
 
+    /// Sends `msg`, framed.
     pub async fn send(&mut self, msg: &NetworkMessage) {
-        let mut out = Vec::new();
-        encode_message(magic(), msg, &mut out);
-        self.send_raw(&out).await;
+        self.send_raw(&message_bytes(msg)).await;
     }
 
-    /// Frames an arbitrary payload under `command` with a correct checksum.
+    /// Frames an arbitrary payload under `command` with a correct checksum and sends it.
     pub async fn send_frame(&mut self, command: &str, payload: &[u8]) {
-        let mut out = Vec::new();
-        encode_frame(
-            magic(),
-            Command::new(command).expect("test command"),
-            payload,
-            &mut out,
-        );
-        self.send_raw(&out).await;
+        self.send_raw(&frame_bytes(command, payload)).await;
     }
 
+    /// Sends `bytes` as they are.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         within("raw write", self.stream.write_all(bytes))
             .await
@@ -181,7 +154,7 @@ impl RawPeer {
             if let Some(f) = self
                 .decoder
                 .decode(&mut self.buf)
-                .expect("peerpool sent a bad frame")
+                .expect("the other side sent a bad frame")
             {
                 return Some(f);
             }
@@ -199,7 +172,9 @@ impl RawPeer {
     /// The next message, decoded; `None` once the connection is closed.
     pub async fn recv(&mut self) -> Option<NetworkMessage> {
         let f = self.recv_frame().await?;
-        Some(decode_payload(f.command, &f.payload).expect("peerpool sent an undecodable payload"))
+        let msg = decode_payload(f.command, &f.payload)
+            .unwrap_or_else(|e| panic!("the other side's {} did not decode: {e}", f.command));
+        Some(msg)
     }
 
     /// The next message, which must exist.
@@ -224,7 +199,7 @@ impl RawPeer {
         assert!(
             rest.is_empty(),
             "expected a close, got {:?}",
-            rest.iter().map(cmd).collect::<Vec<_>>()
+            commands(&rest)
         );
     }
 
@@ -241,7 +216,7 @@ impl RawPeer {
                 Some(m) => before.push(m),
                 None => panic!(
                     "connection closed waiting for {what}; got {:?}",
-                    before.iter().map(cmd).collect::<Vec<_>>()
+                    commands(&before)
                 ),
             }
         }
@@ -283,7 +258,8 @@ impl RawPeer {
         got
     }
 
-    /// Completes the handshake with an outbound peerpool peer (it connected to us).
+    /// Completes the handshake with an outbound peerpool peer (it connected to us). Returns
+    /// what peerpool sent, in order, up to and including its first ping.
     pub async fn handshake_as_listener(&mut self) -> Vec<NetworkMessage> {
         let first = self.expect_msg().await;
         assert!(
@@ -306,12 +282,59 @@ impl RawPeer {
     }
 }
 
-/// Commands of a list of messages, for assertions that print well.
-pub fn commands(msgs: &[NetworkMessage]) -> Vec<String> {
-    msgs.iter().map(cmd).collect()
+/// A blocking socket driven by hand, for tests without a runtime. Reads give up after ten
+/// seconds.
+pub struct BlockingRawPeer {
+    /// The socket.
+    pub stream: std::net::TcpStream,
 }
 
-/// Sends from inside a listener callback; a test that stopped listening is no error.
-pub fn emit<T>(tx: &mpsc::UnboundedSender<T>, value: T) {
-    let _ = tx.send(value);
+impl BlockingRawPeer {
+    /// Connects to `to` leaving from `from` (port from the OS).
+    pub fn connect_from(from: Ipv4Addr, to: SocketAddr) -> io::Result<BlockingRawPeer> {
+        // std cannot bind a socket before connecting it; tokio's TcpSocket can.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let stream = rt.block_on(async {
+            let s = TcpSocket::new_v4()?;
+            s.bind(SocketAddr::from((from, 0)))?;
+            s.connect(to).await
+        })?;
+        let stream = stream.into_std()?;
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(BLOCKING_READ))?;
+        Ok(BlockingRawPeer { stream })
+    }
+
+    /// Sends `msg`, framed.
+    pub fn send(&mut self, msg: &NetworkMessage) {
+        self.stream
+            .write_all(&message_bytes(msg))
+            .expect("raw write");
+    }
+
+    /// Frames an arbitrary payload under `command` with a correct checksum and sends it.
+    pub fn send_frame(&mut self, command: &str, payload: &[u8]) {
+        self.stream
+            .write_all(&frame_bytes(command, payload))
+            .expect("raw write");
+    }
+
+    /// Sends a modern [`version`] and `verack`; the answers are left unread.
+    pub fn handshake(&mut self) {
+        self.send(&NetworkMessage::Version(version(
+            MODERN,
+            fastrand::u64(1..),
+        )));
+        self.send(&NetworkMessage::Verack);
+    }
+
+    /// Reads until the other side closes the connection (or a read times out); the bytes it
+    /// sent.
+    pub fn read_to_close(&mut self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let _ = self.stream.read_to_end(&mut buf);
+        buf
+    }
 }

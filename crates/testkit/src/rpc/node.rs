@@ -1,72 +1,65 @@
-//! A pool with the node RPC server in front, and loopback peers to connect it to.
-#![allow(dead_code)]
+//! A pool with the node RPC server in front ([`Node`]), loopback peers to connect it to
+//! ([`pool`]), and the HTTP calls a test makes.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use peerpool_net::pool::{self, Pool};
+use peerpool_net::pool::Pool;
 use peerpool_rpc::node::client::{Client, HttpReply};
 use peerpool_rpc::node::{Config, Credentials, Server};
-use peerpool_rpc::Daemon;
+use peerpool_wire::Network;
 use serde_json::Value;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::pool::{pool_config, start_with};
+use crate::WAIT;
+
+/// The RPC user of a [`Node`].
 pub const USER: &str = "alice";
+/// The RPC password of [`USER`].
 pub const PASSWORD: &str = "hunter2";
 
-/// Longest a poll waits for the pool to reach a state: the pool gets there in milliseconds,
-/// this only bounds a test on a loaded machine.
-pub const WAIT: Duration = Duration::from_secs(30);
+/// How often [`Node::wait_for`] calls again.
+const POLL_EVERY: Duration = Duration::from_millis(20);
 
-/// A pool on loopback.
+/// A regtest pool on 127.0.0.1 (port from the OS) with peerpool's default peer settings (its
+/// own user agent, Core's timers) that dials nobody on its own: the tests decide every
+/// connection.
 pub async fn pool() -> Pool {
-    let chain = peerpool_wire::Network::Regtest.params();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut config = pool::Config::default().allow_local_addresses();
-    config.dns_seed = false;
-    // No automatic dials: the tests decide every connection.
-    config.machine.connman.target_outbound = 0;
-    config.machine.connman.feeler_interval = None;
-    Pool::start(
-        config,
-        peerpool_net::Config::new(chain),
-        vec![listener],
-        CancellationToken::new(),
-    )
-    .await
+    let peers = peerpool_net::Config::new(Network::Regtest.params());
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
+    start_with(addr, pool_config(0), peers).await
 }
 
-/// The node under test: a pool and its RPC server.
+/// The node under test: a [`pool`] and its RPC server on 127.0.0.1 (port from the OS), with
+/// password credentials [`USER`] and [`PASSWORD`].
 pub struct Node {
+    /// The pool behind the server.
     pub pool: Pool,
+    /// The RPC server.
     pub server: Server,
+    /// Cancelled by the `stop` method.
     pub shutdown: CancellationToken,
 }
 
 impl Node {
+    /// Starts a node with the default RPC settings.
     pub async fn start() -> Node {
         Node::start_with(|_| {}).await
     }
 
+    /// Starts a node with the RPC settings `adjust` makes of the default ones.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Node {
         let pool = pool().await;
         let shutdown = CancellationToken::new();
-        let daemon = Daemon {
-            pool: pool.handle(),
-            chain: peerpool_wire::Network::Regtest.params(),
-            data_dir: None,
-            started: SystemTime::now(),
-            user_agent: "/peerpool:test/".to_owned(),
-            listening: pool.listening().to_vec(),
-            shutdown: shutdown.clone(),
-        };
         let mut config = Config::new(
-            vec!["127.0.0.1:0".parse().unwrap()],
+            vec!["127.0.0.1:0".parse().expect("literal address")],
             Credentials::default().with_password(USER, PASSWORD),
         );
         adjust(&mut config);
-        let server = Server::start(config, daemon).await.unwrap();
+        let server = Server::start(config, super::daemon(&pool, shutdown.clone()))
+            .await
+            .expect("starting the node RPC server");
         Node {
             pool,
             server,
@@ -74,14 +67,16 @@ impl Node {
         }
     }
 
+    /// Where the RPC server listens.
     pub fn rpc_addr(&self) -> SocketAddr {
         self.server.local_addrs()[0]
     }
 
+    /// A new authenticated connection.
     pub async fn client(&self) -> Client {
         Client::connect(self.rpc_addr(), Some((USER, PASSWORD)))
             .await
-            .unwrap()
+            .expect("connecting to the node RPC")
     }
 
     /// Posts `body` on a fresh authenticated connection.
@@ -90,14 +85,19 @@ impl Node {
             .await
             .post("/", body.to_owned())
             .await
-            .unwrap()
+            .expect("posting to the node RPC")
     }
 
-    /// Calls `method` and returns (HTTP status, reply).
+    /// Calls `method` and returns (HTTP status, reply), checking that the reply is JSON.
     pub async fn call(&self, method: &str, params: Value) -> (u16, Value) {
-        let r = self.client().await.call(method, params).await.unwrap();
+        let r = self
+            .client()
+            .await
+            .call(method, params)
+            .await
+            .unwrap_or_else(|e| panic!("calling {method}: {e}"));
         assert_eq!(r.content_type.as_deref(), Some("application/json"));
-        (r.status.as_u16(), r.json().unwrap())
+        (r.status.as_u16(), r.json().expect("a JSON reply"))
     }
 
     /// The result of a call that must succeed.
@@ -108,7 +108,7 @@ impl Node {
         reply["result"].clone()
     }
 
-    /// Polls `method` until `pred` holds on its result.
+    /// Calls `method` until `pred` holds on its result, failing after [`WAIT`].
     pub async fn wait_for(
         &self,
         method: &str,
@@ -125,19 +125,21 @@ impl Node {
                 Instant::now() < deadline,
                 "{method} never matched; last: {r:#}"
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(POLL_EVERY).await;
         }
     }
 
-    /// Connects to a new loopback peer (`addnode onetry`) and waits for the handshake to be
-    /// complete on our side: the peer's verack received, not only its version (which arrives
-    /// first, so `version` alone is set while the verack may still be on its way).
+    /// Connects to `peer` (`addnode onetry`) and waits for the handshake to be complete on
+    /// our side: the peer's verack received, not only its version (which arrives first, so
+    /// `version` alone is set while the verack may still be on its way). Returns the peer's
+    /// address as `getpeerinfo` shows it.
     pub async fn connect_peer(&self, peer: &Pool) -> String {
         let target = peer.listening()[0].to_string();
         self.ok("addnode", serde_json::json!([target, "onetry"]))
             .await;
         self.wait_for("getpeerinfo", Value::Null, |r| {
-            r.as_array().unwrap().iter().any(|p| {
+            let peers = r.as_array().expect("getpeerinfo answers a list");
+            peers.iter().any(|p| {
                 p["addr"] == Value::String(target.clone())
                     && p["version"].as_u64() != Some(0)
                     && p["bytesrecv_per_msg"].get("verack").is_some()
@@ -148,7 +150,8 @@ impl Node {
     }
 }
 
-/// Replaces the value of every key in `keys`, at any depth, with "*".
+/// Replaces the value of every key in `keys`, at any depth, with `"*"`: for comparing replies
+/// whose timestamps, ports and counters vary with the run.
 pub fn mask(v: &mut Value, keys: &[&str]) {
     match v {
         Value::Object(o) => {
