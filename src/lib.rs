@@ -16,3 +16,8 @@
 pub use peerpool_core as core;
 pub use peerpool_net as net;
 pub use peerpool_wire as wire;
+
+/// The README's Rust examples, compiled by `cargo test` so that they keep working.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeExamples;

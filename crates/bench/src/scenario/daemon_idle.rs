@@ -37,8 +37,9 @@ const HEADROOM: usize = 125;
 /// memory is read.
 const SETTLE: Duration = Duration::from_secs(2);
 
-/// `getconnectioncount` calls made after the figure, one per [`daemon::POLL_INTERVAL`]: the
-/// RSS grew over the first two or three and then stayed (measured at 10,000 peers).
+/// `getconnectioncount` calls made after the figure, one per [`daemon::POLL_INTERVAL`], to
+/// show whether answering the RPC leaves memory behind (it did while each call took a
+/// snapshot of every connection; the count is now taken in place).
 const MORE_CALLS: usize = 5;
 
 /// Longest wait for the daemon to count the peers once the load generator holds them all.
@@ -164,8 +165,8 @@ async fn daemon_once(binary: &std::path::Path, n: usize) -> anyhow::Result<Daemo
     let t = Instant::now();
     let held = client::hold(&wire, n, SETUP_PARALLEL, SETUP_TIMEOUT).await?;
     let setup = t.elapsed();
-    // Read once before the RPC is asked anything with the peers connected: each call
-    // snapshots every connection, and what the allocator keeps of that shows in the RSS.
+    // Read once before the RPC is asked anything with the peers connected, and again after:
+    // whatever a call allocates and the allocator keeps shows in the RSS.
     tokio::time::sleep(SETTLE).await;
     let unasked = Once {
         base,
@@ -187,6 +188,16 @@ async fn daemon_once(binary: &std::path::Path, n: usize) -> anyhow::Result<Daemo
         d.connection_count().await?;
     }
     let rpc_call_growth = d.rss()? as i64 - full as i64;
+    // 10,000 connections cannot cost nothing: a process whose RSS did not grow is not the
+    // daemon (a `--daemon` wrapper that forks instead of exec-ing it), and a zero would pass
+    // any memory target.
+    if full <= base || unasked.full <= base {
+        anyhow::bail!(
+            "the RSS of process {} did not grow with {n} peers ({base} then {full} bytes): \
+             is it the daemon itself?",
+            d.pid()
+        );
+    }
     let stop = d.stop().await?;
     drop(held);
     Ok(DaemonOnce {
