@@ -43,6 +43,7 @@ pub struct FileConfig {
     pub rpc_password: Option<String>,
     pub rpcauth: Option<Vec<String>>,
     pub rpc_strict_jsonrpc2: Option<bool>,
+    pub deprecatedrpc: Option<Vec<String>>,
     // Admin listener (see `crate::admin`).
     pub admin_bind: Option<Vec<String>>,
     pub no_admin: Option<bool>,
@@ -224,6 +225,7 @@ mod tests {
         ("rpc-password", Kind::Str),
         ("rpcauth", Kind::List),
         ("rpc-strict-jsonrpc2", Kind::Bool),
+        ("deprecatedrpc", Kind::List),
         ("admin-bind", Kind::List),
         ("no-admin", Kind::Bool),
     ];
@@ -422,6 +424,7 @@ mod tests {
             "rpc-password" => s(&file.rpc_password),
             "rpcauth" => s(&file.rpcauth),
             "rpc-strict-jsonrpc2" => s(&file.rpc_strict_jsonrpc2),
+            "deprecatedrpc" => s(&file.deprecatedrpc),
             "admin-bind" => s(&file.admin_bind),
             "no-admin" => s(&file.no_admin),
             other => panic!("no field for key {other:?}"),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use peerpool_rpc::node::deprecated::{Deprecated, Deprecation};
 use peerpool_rpc::node::serde_json::{self, Map, Value};
 use peerpool_rpc::node::{auth, client, default_port, Config, Credentials, RpcAuth, Server};
 
@@ -39,6 +40,11 @@ pub struct ServerArgs {
     /// Core 28 and later); off by default, for older clients.
     #[arg(long)]
     rpc_strict_jsonrpc2: bool,
+    /// Give back a result shape Bitcoin Core has since changed, as Core's -deprecatedrpc
+    /// (repeatable): `warnings` (getnetworkinfo's warnings as a string, as before Core 28),
+    /// `startingheight` (accepted; getpeerinfo always has it).
+    #[arg(long, value_name = "NAME")]
+    deprecatedrpc: Vec<String>,
 }
 
 impl ServerArgs {
@@ -106,6 +112,11 @@ impl ServerArgs {
         }
         config.strict_jsonrpc2 =
             self.rpc_strict_jsonrpc2 || file.rpc_strict_jsonrpc2.unwrap_or(false);
+        let mut deprecated = Vec::new();
+        for name in pick_list(&self.deprecatedrpc, &file.deprecatedrpc) {
+            deprecated.push(name.parse::<Deprecation>()?);
+        }
+        config.deprecated = Deprecated::new(deprecated);
         let mut listeners = Vec::new();
         for addr in &bind {
             match tokio::net::TcpListener::bind(addr).await {

@@ -177,6 +177,8 @@ fn bad_rpc_settings_fail_clearly() {
     assert!(!ok && err.contains("invalid rpcauth entry"), "{err}");
     let (ok, err) = run(&["--rpc-user", "alice"]);
     assert!(!ok && err.contains("--rpc-password"), "{err}");
+    let (ok, err) = run(&["--deprecatedrpc", "bip125"]);
+    assert!(!ok && err.contains("unknown --deprecatedrpc name"), "{err}");
     let (ok, err) = run(&["--rpc-bind", "127.0.0.1:99999"]);
     assert!(!ok && err.contains("--rpc-bind"), "{err}");
     let config = dir.join("bad.toml");

@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! Golden request -> response tests of every node RPC method, error paths included, against
 //! a real pool with loopback peers. Only values that truly vary (ids, ports, times, byte
 //! counts) are masked.
@@ -49,6 +50,8 @@ async fn getpeerinfo_lists_every_field() {
     }
     assert!(p["conntime"].as_u64().unwrap() > 1_700_000_000);
     assert!(p["bytessent"].as_u64().unwrap() > 0);
+    // The peer's own address arrives in an addr message some time after the handshake.
+    assert!(p["addr_processed"].as_u64().unwrap() <= 1, "{p:#}");
     // Ping times are seconds with decimals, and absent (never zero) while unknown: a ping
     // goes out at the handshake, so whether its answer is in yet varies.
     for field in ["pingtime", "minping", "pingwait"] {
@@ -80,6 +83,7 @@ async fn getpeerinfo_lists_every_field() {
             "timeoffset",
             "bytessent_per_msg",
             "bytesrecv_per_msg",
+            "addr_processed",
         ],
     );
     let version = peerpool_wire::Network::Regtest.params().protocol_version;
@@ -94,11 +98,13 @@ async fn getpeerinfo_lists_every_field() {
             "bytessent": "*", "bytesrecv": "*", "conntime": "*", "timeoffset": "*",
             "version": version, "subver": format!("/peerpool:{}/", env!("CARGO_PKG_VERSION")),
             "inbound": false, "bip152_hb_to": false, "bip152_hb_from": false,
-            "addnode": false, "startingheight": 0, "presynced_headers": -1, "banscore": 0,
+            "addnode": true, "startingheight": 0, "presynced_headers": -1, "banscore": 0,
             "synced_headers": -1, "synced_blocks": -1, "inflight": [], "whitelisted": false,
             "addr_relay_enabled": true, "permissions": [], "minfeefilter": 0.0,
             "bytessent_per_msg": "*", "bytesrecv_per_msg": "*",
             "connection_type": "manual", "transport_protocol_type": "v1", "session_id": "",
+            "addr_processed": "*", "addr_rate_limited": 0,
+            "inv_to_send": 0, "last_inv_sequence": 0,
         }])
     );
     golden(&node, "getconnectioncount", json!([]), 200, ok(json!(1))).await;
@@ -217,7 +223,10 @@ async fn addnode_and_getaddednodeinfo() {
         "addnode",
         json!([target, "onetry", true]),
         500,
-        err(-8, "Error: v2transport requested but not enabled"),
+        err(
+            -8,
+            "Error: v2transport requested but not enabled (see --v2transport)",
+        ),
     )
     .await;
     golden(
@@ -535,7 +544,7 @@ async fn network_state_methods() {
     assert_eq!(
         info,
         json!({
-            "version": 270000, "subversion": "/peerpool:test/",
+            "version": 310000, "subversion": "/peerpool:test/",
             "protocolversion": chain.protocol_version,
             "localservices": "0000000000000000", "localservicesnames": [],
             "localrelay": true, "timeoffset": "*", "networkactive": true,
@@ -543,7 +552,7 @@ async fn network_state_methods() {
             "networks": [net("ipv4", true), net("ipv6", true), net("onion", false), net("i2p", false), net("cjdns", false)],
             "relayfee": 0.00001, "incrementalfee": 0.00001,
             "localaddresses": [{ "address": "127.0.0.1", "port": "*", "score": 1 }],
-            "warnings": "",
+            "warnings": [],
         })
     );
     // Network activity off: peers go, and stay away until it is on again.

@@ -14,7 +14,7 @@ use peerpool_wire::MessageKind;
 use tracing::debug;
 
 use super::config::{PeerConfig, MAX_INV_PER_MESSAGE, MAX_PENDING_BEFORE_HANDSHAKE};
-use super::inventory::InventoryState;
+use super::inventory::{is_block, InventoryState};
 use super::stats::{PerKind, PingStats, StatsSnapshot};
 use super::{
     ConnectionAddrs, Direction, DisconnectReason, HandshakeState, PeerEvent, PeerId, PeerOutput,
@@ -306,6 +306,10 @@ impl PeerMachine {
             wtxid_relay: r.is_some_and(|r| r.wtxid_relay),
             addrv2: r.is_some_and(|r| r.addrv2),
             ban_score: self.ban.value(now),
+            inv_to_send: self
+                .inventory
+                .as_ref()
+                .map_or(0, |s| s.pending.iter().filter(|i| !is_block(i)).count()),
         }
     }
 

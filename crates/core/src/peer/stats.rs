@@ -127,6 +127,9 @@ pub struct StatsSnapshot {
     pub addrv2: bool,
     /// The peer's current ban score.
     pub ban_score: u32,
+    /// Transactions queued to be announced to the peer at its next trickle (Bitcoin Core's
+    /// `inv_to_send`).
+    pub inv_to_send: usize,
 }
 
 impl StatsSnapshot {

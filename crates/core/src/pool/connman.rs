@@ -668,8 +668,20 @@ impl ConnMan {
     }
 
     /// `addnode onetry`: dial `addr` once.
-    pub fn one_try(&mut self, now: Time, addr: NetAddr) -> ReqId {
-        self.dial(now, addr, ConnKind::OneTry)
+    ///
+    /// Nothing is dialed when a connection to exactly `addr` (address and port, either
+    /// direction) is open or being dialed: Bitcoin Core's `OpenNetworkConnection` opens no
+    /// second connection to a node it is connected to ("already connected").
+    pub fn one_try(&mut self, now: Time, addr: NetAddr) -> Option<ReqId> {
+        let connected = self.connections.values().any(|c| c.addr == addr)
+            || self
+                .requests
+                .values()
+                .any(|r| r.addr == addr && is_live(&r.state));
+        if connected {
+            return None;
+        }
+        Some(self.dial(now, addr, ConnKind::OneTry))
     }
 
     /// Disconnects a live connection by peer id.

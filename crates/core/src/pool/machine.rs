@@ -359,6 +359,10 @@ pub struct PoolPeer {
     pub ready: bool,
     /// The pool told its machine to close.
     pub closing: bool,
+    /// Addresses from the peer taken past the rate limit (Bitcoin Core's `addr_processed`).
+    pub addr_processed: u32,
+    /// Addresses from the peer dropped by the rate limit (`addr_rate_limited`).
+    pub addr_rate_limited: u32,
 }
 
 /// What the pool knows of one connection.
@@ -384,6 +388,8 @@ impl PeerState {
             kind: self.kind,
             ready: self.ready,
             closing: self.closing,
+            addr_processed: self.intake.processed,
+            addr_rate_limited: self.intake.rate_limited,
         }
     }
 
@@ -745,8 +751,9 @@ impl PoolMachine {
         self.sync_timers(now);
     }
 
-    /// `addnode onetry`.
-    pub fn one_try(&mut self, now: Time, addr: NetAddr) -> ReqId {
+    /// `addnode onetry`: `None` when a connection to `addr` is already open or under way
+    /// (see [`ConnMan::one_try`]).
+    pub fn one_try(&mut self, now: Time, addr: NetAddr) -> Option<ReqId> {
         let req = self.connman.one_try(now, addr);
         self.pull();
         self.sync_timers(now);

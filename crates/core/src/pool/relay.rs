@@ -72,6 +72,10 @@ pub(crate) struct AddrIntake {
     answered_getaddr: bool,
     /// Our `getaddr` is outstanding: the next large `addr` message is its answer.
     awaiting_answer: bool,
+    /// Addresses taken from its messages past the rate limit (Bitcoin Core's
+    /// `m_addr_processed`), and dropped by it (`m_addr_rate_limited`); saturating.
+    pub(crate) processed: u32,
+    pub(crate) rate_limited: u32,
 }
 
 impl AddrIntake {
@@ -81,6 +85,8 @@ impl AddrIntake {
             tokens_at: now,
             answered_getaddr: false,
             awaiting_answer: false,
+            processed: 0,
+            rate_limited: 0,
         }
     }
 
@@ -171,6 +177,7 @@ impl PoolMachine {
                 limited += 1;
                 continue;
             }
+            p.intake.processed = p.intake.processed.saturating_add(1);
             let na = a.addr;
             // Bitcoin Core drops banned addresses and relays only routable ones: a banned
             // host stays out of the book, and nothing unusable is passed on.
@@ -188,6 +195,7 @@ impl PoolMachine {
             }
         }
         if limited > 0 {
+            p.intake.rate_limited = p.intake.rate_limited.saturating_add(limited);
             tracing::debug!(peer = %peer, limited, "addresses over the rate limit ignored");
         }
         // Self-announcements carry no penalty; hearsay is aged by two hours, as Core does.

@@ -49,6 +49,13 @@ pub struct PeerDetails {
     pub joined: bool,
     /// Its statistics, if the connection got as far as starting.
     pub stats: Option<StatsSnapshot>,
+    /// Addresses from it taken past the rate limit (Bitcoin Core's `addr_processed`).
+    pub addr_processed: u32,
+    /// Addresses from it dropped by the rate limit (`addr_rate_limited`).
+    pub addr_rate_limited: u32,
+    /// The autonomous system its address maps to, when an asmap is loaded (Bitcoin Core's
+    /// `mapped_as`).
+    pub mapped_as: Option<u32>,
 }
 
 /// The address book in numbers (for `getaddrmaninfo`).

@@ -9,7 +9,8 @@
 //! - `Content-Type: application/json`; HTTP 200 on success, 500 on an RPC error except 404
 //!   for an unknown method and 400 for an invalid request object; a batch (a JSON array) is
 //!   answered with HTTP 200 and an array of replies in request order;
-//! - parameters positional or named; `POST /` and `POST /wallet/<name>` served alike;
+//! - parameters positional or named; `POST /` and everything under `POST /wallet/` (the empty
+//!   wallet name too) served alike;
 //! - HTTP Basic credentials ([`auth`]); bad or missing ones get 401 with `WWW-Authenticate`,
 //!   after [`AUTH_FAILURE_DELAY`] for wrong ones.
 //!
@@ -30,6 +31,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod deprecated;
 mod methods;
 pub mod metrics;
 
@@ -112,6 +114,8 @@ pub struct Config {
     pub work_queue: usize,
     /// Clients admitted besides loopback ones (see the module docs); empty: loopback only.
     pub allow: Vec<Subnet>,
+    /// Older result shapes to give back ([`deprecated`]).
+    pub deprecated: deprecated::Deprecated,
 }
 
 impl Config {
@@ -126,6 +130,7 @@ impl Config {
             max_body: DEFAULT_MAX_BODY,
             work_queue: DEFAULT_WORK_QUEUE,
             allow: Vec::new(),
+            deprecated: deprecated::Deprecated::default(),
         }
     }
 }
@@ -146,6 +151,7 @@ pub fn client_allowed(allow: &[Subnet], ip: IpAddr) -> bool {
 /// What the handlers share.
 pub(crate) struct Context {
     pub(crate) daemon: Daemon,
+    pub(crate) deprecated: deprecated::Deprecated,
     metrics: Arc<Metrics>,
     credentials: Credentials,
     strict: bool,
@@ -204,6 +210,7 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let ctx = Arc::new(Context {
             daemon: daemon.clone(),
+            deprecated: config.deprecated.clone(),
             metrics: Arc::clone(&metrics),
             credentials,
             strict: config.strict_jsonrpc2,
@@ -213,7 +220,10 @@ impl Server {
         });
         let router = Router::new()
             .route("/", post(rpc))
-            .route("/wallet/{name}", post(rpc))
+            // Core serves the whole `/wallet/` prefix, the empty wallet name (where clients in
+            // default-wallet mode send everything) included.
+            .route("/wallet/", post(rpc))
+            .route("/wallet/{*name}", post(rpc))
             .route("/metrics", get(scrape))
             .with_state(Arc::clone(&ctx));
         let gate = Gate::new(router, config.allow.clone());

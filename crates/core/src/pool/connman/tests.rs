@@ -407,8 +407,11 @@ fn one_try_is_never_retried_and_connect_only_dials_nothing_by_itself() {
         1,
         T0,
     );
-    let req = c.one_try(T0, addr("127.0.0.5:1"));
+    let req = c.one_try(T0, addr("127.0.0.5:1")).expect("dialed");
     assert_eq!(dials(&mut c).len(), 1);
+    // While that dial is under way, a second one to the same node is not made.
+    assert_eq!(c.one_try(T0, addr("127.0.0.5:1")), None);
+    assert!(dials(&mut c).is_empty());
     c.handle_dial_failed(T0, req);
     let list: Vec<NetAddr> = (0..40)
         .map(|i| addr(&format!("{}.2.0.1:8333", 30 + i)))
@@ -679,4 +682,21 @@ fn any_number_of_manual_peers_with_at_most_eight_connected_at_once() {
         .filter(|a| !first.iter().any(|f| f.2 == *a))
         .collect();
     assert_eq!(newcomers.len(), 1, "{next:?}");
+}
+
+#[test]
+fn one_try_opens_no_second_connection_to_a_connected_node() {
+    let mut c = ConnMan::new(Config::default(), 1, T0);
+    let node = addr("127.0.0.6:18444");
+    let req = c.one_try(T0, node).expect("dialed");
+    dials(&mut c);
+    c.handle_dial_succeeded(T0, req, PeerId(1));
+    assert_eq!(c.one_try(T0, node), None, "already connected");
+    // Another port of the same host is another node.
+    assert!(c.one_try(T0, addr("127.0.0.6:18445")).is_some());
+    // A node connected to us counts too (Bitcoin Core compares the address and port).
+    let inbound = addr("127.0.0.7:40000");
+    let key = |_g: crate::addr::NetGroup| 0;
+    c.handle_inbound(T0, PeerId(2), inbound, false, &key);
+    assert_eq!(c.one_try(T0, inbound), None);
 }

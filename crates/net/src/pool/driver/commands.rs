@@ -38,8 +38,10 @@ impl Driver {
         // A requester that went away does not care for the answer.
         match command {
             Command::Connect(addr, reply) => {
-                info!(%addr, "connecting (one try)");
-                self.machine.one_try(now, addr);
+                match self.machine.one_try(now, addr) {
+                    Some(_) => info!(%addr, "connecting (one try)"),
+                    None => info!(%addr, "not connecting (one try): already connected"),
+                }
                 let _ = reply.send(());
             }
             Command::AddNode(addr, reply) => {

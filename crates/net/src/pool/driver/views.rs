@@ -120,6 +120,9 @@ impl PoolView<'_> {
             permissions: self.machine.permissions(id).to_vec(),
             joined: known.ready,
             stats: peer.stats(),
+            addr_processed: known.addr_processed,
+            addr_rate_limited: known.addr_rate_limited,
+            mapped_as: None,
         })
     }
 

@@ -16,7 +16,8 @@ pub(super) static ADDNODE: Method = Method {
 Arguments:\n\
 1. node       (string, required) IP:PORT, [IPv6]:PORT or NAME.onion:PORT (the chain's port if left out)\n\
 2. command    (string, required) 'add' to keep it connected, 'remove' to stop, 'onetry' to connect once\n\
-3. v2transport (boolean, optional) not supported: must be false\n\n\
+3. v2transport (boolean, optional, default: false) connect with BIP324 v2 transport (ignored by 'remove');\n\
+   refused while v2 transport is not enabled, as Bitcoin Core with -v2transport=0\n\n\
 Result: null\n",
     handler: handler!(addnode),
 };
@@ -27,9 +28,10 @@ async fn addnode(c: Call<'_>) -> Result<Value, RpcError> {
     if !matches!(command, "add" | "remove" | "onetry") {
         return Err(c.method.usage_error());
     }
-    if c.bool_arg(2)? == Some(true) {
+    // Bitcoin Core's answer on a node without v2 transport; `remove` ignores the flag.
+    if c.bool_arg(2)? == Some(true) && command != "remove" {
         return Err(RpcError::invalid_parameter(
-            "Error: v2transport requested but not enabled",
+            "Error: v2transport requested but not enabled (see --v2transport)",
         ));
     }
     let addr = parse_node(&c, node).ok_or_else(|| {

@@ -9,12 +9,13 @@ use serde_json::{json, Value};
 use super::peers::service_names;
 use super::{handler, now_millis, req, Call, Method};
 use crate::error::RpcError;
+use crate::node::deprecated::Deprecation;
 
 /// `getnetworkinfo`'s `version`: the Bitcoin Core release (in Core's 10000 * major + 100 *
-/// minor form) whose network RPCs and pre-JSON-RPC-2.0 replies this server follows. Tools
-/// check it before relying on fields (`bitcoin-cli -netinfo` wants at least 0.21); peerpool's
-/// own name and version are in `subversion`.
-const CORE_RPC_VERSION: u64 = 270_000;
+/// minor form) whose network RPC shapes this server follows. Clients pick the shapes they
+/// decode by it (`warnings` became an array in 28; `bitcoin-cli -netinfo` wants at least
+/// 0.21); peerpool's own name and version are in `subversion`.
+const CORE_RPC_VERSION: u64 = 310_000;
 
 pub(super) static GETNETTOTALS: Method = Method {
     name: "getnettotals",
@@ -109,7 +110,12 @@ async fn getnetworkinfo(c: Call<'_>) -> Result<Value, RpcError> {
         "relayfee": 0.00001,
         "incrementalfee": 0.00001,
         "localaddresses": local,
-        "warnings": "",
+        // peerpool raises no node warnings: an empty list, or Core's old empty string.
+        "warnings": if c.ctx.deprecated.enabled(Deprecation::Warnings) {
+            json!("")
+        } else {
+            json!([])
+        },
     }))
 }
 

@@ -17,13 +17,15 @@ pub(super) static GETPEERINFO: Method = Method {
     usage: "getpeerinfo",
     help: "Lists every connection with its statistics, one object per peer.\n\n\
 Times are seconds since the UNIX epoch; ping times are in seconds, with decimals, and left\n\
-out while unknown. Fields: id, addr, addrbind, addrlocal, network, services (hex),\n\
-servicesnames, relaytxes, lastsend, lastrecv, last_transaction, last_block, bytessent,\n\
-bytesrecv, conntime, timeoffset, pingtime, minping, pingwait, version, subver, inbound,\n\
-bip152_hb_to, bip152_hb_from, addnode, startingheight, presynced_headers, banscore,\n\
-synced_headers, synced_blocks, inflight, whitelisted, addr_relay_enabled, permissions,\n\
-minfeefilter, bytessent_per_msg, bytesrecv_per_msg, connection_type,\n\
-transport_protocol_type, session_id.\n",
+out while unknown. Fields, in Bitcoin Core 31's order with the older ones clients still read\n\
+(addnode, startingheight, banscore, whitelisted) where older releases had them: id, addr,\n\
+addrbind, addrlocal, network, mapped_as (with an asmap), services (hex), servicesnames,\n\
+relaytxes, lastsend, lastrecv, last_transaction, last_block, bytessent, bytesrecv, conntime,\n\
+timeoffset, pingtime, minping, pingwait, version, subver, inbound, bip152_hb_to,\n\
+bip152_hb_from, addnode, startingheight, presynced_headers, banscore, synced_headers,\n\
+synced_blocks, inflight, whitelisted, addr_relay_enabled, addr_processed, addr_rate_limited,\n\
+permissions, minfeefilter, bytessent_per_msg, bytesrecv_per_msg, inv_to_send,\n\
+last_inv_sequence, connection_type, transport_protocol_type, session_id.\n",
     handler: handler!(getpeerinfo),
 };
 
@@ -87,8 +89,11 @@ impl Serialize for PerMsg<'_> {
     }
 }
 
-/// One `getpeerinfo` entry: Bitcoin Core's fields, old (the PeerInfoModel clients still
-/// read: `addnode`, `banscore`, `whitelisted`) and current.
+/// One `getpeerinfo` entry: Bitcoin Core 31's fields in its order, with the older ones (the
+/// PeerInfoModel clients still read: `addnode`, `banscore`, `whitelisted`, `startingheight`)
+/// where the releases that had them put them. Every field is present for every connection,
+/// from its first moment (Core's functional tests read them before the peer's `version`),
+/// except those Core also leaves out while unknown.
 #[derive(Serialize)]
 struct PeerRow<'a> {
     id: u64,
@@ -99,6 +104,8 @@ struct PeerRow<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     addrlocal: Option<String>,
     network: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mapped_as: Option<u32>,
     services: String,
     servicesnames: Vec<String>,
     relaytxes: bool,
@@ -130,10 +137,14 @@ struct PeerRow<'a> {
     inflight: [u64; 0],
     whitelisted: bool,
     addr_relay_enabled: bool,
+    addr_processed: u32,
+    addr_rate_limited: u32,
     permissions: Vec<&'static str>,
     minfeefilter: f64,
     bytessent_per_msg: PerMsg<'a>,
     bytesrecv_per_msg: PerMsg<'a>,
+    inv_to_send: usize,
+    last_inv_sequence: u64,
     connection_type: &'static str,
     transport_protocol_type: &'static str,
     session_id: &'static str,
@@ -144,12 +155,15 @@ impl<'a> PeerRow<'a> {
     fn of(d: &'a PeerDetails) -> Option<PeerRow<'a>> {
         let s = d.stats.as_ref()?;
         let local = s.local_addr.map(|a| a.to_string());
+        // Nothing of the peer's own is known before its `version`: Core's -1.
+        let got_version = s.their_version != 0;
         Some(PeerRow {
             id: d.id.0,
             addr: d.addr.to_string(),
             addrbind: local,
             addrlocal: s.addr_local_reported.map(|a| a.to_string()),
             network: network_name(&d.addr),
+            mapped_as: d.mapped_as,
             services: format!("{:016x}", s.services.to_u64()),
             servicesnames: service_names(s.services),
             relaytxes: s.relay,
@@ -170,8 +184,10 @@ impl<'a> PeerRow<'a> {
             inbound: d.direction == Direction::Inbound,
             bip152_hb_to: false,
             bip152_hb_from: false,
-            addnode: d.kind == ConnKind::Manual,
-            startingheight: s.starting_height,
+            // The manual-connection flag of every Core that had it: `addnode add`, `onetry`
+            // and `-connect` peers alike.
+            addnode: matches!(d.kind, ConnKind::Manual | ConnKind::OneTry),
+            startingheight: if got_version { s.starting_height } else { -1 },
             // No header or block sync in peerpool: Core's "unknown".
             presynced_headers: -1,
             banscore: s.ban_score,
@@ -180,11 +196,16 @@ impl<'a> PeerRow<'a> {
             inflight: [],
             whitelisted: !d.permissions.is_empty(),
             addr_relay_enabled: d.kind != ConnKind::Feeler,
+            addr_processed: d.addr_processed,
+            addr_rate_limited: d.addr_rate_limited,
             permissions: d.permissions.iter().map(|p| p.as_str()).collect(),
             // BIP133 fee filters are in sat/kvB; Core shows BTC/kvB.
             minfeefilter: s.fee_filter.unwrap_or(0) as f64 / 100_000_000.0,
             bytessent_per_msg: PerMsg(&s.bytes_sent_per_msg),
             bytesrecv_per_msg: PerMsg(&s.bytes_recv_per_msg),
+            inv_to_send: s.inv_to_send,
+            // A mempool sequence number; peerpool keeps no mempool.
+            last_inv_sequence: 0,
             connection_type: d.kind.as_str(),
             transport_protocol_type: "v1",
             session_id: "",
