@@ -693,3 +693,32 @@ async fn ten_malformed_messages_reach_the_ban_threshold() {
         DisconnectReason::Misbehaviour(Misbehaviour::MalformedMessage { command: "inv" })
     );
 }
+
+#[tokio::test]
+async fn bip434_features_before_verack_are_taken_and_the_handshake_completes() {
+    use peerpool_wire::feature::Feature;
+    let (mut raw, peer) = evil_client(peer_config(), Listeners::new()).await;
+    // A node of protocol 70017, as Bitcoin Core with BIP434 answers: version, its features,
+    // then verack; one malformed feature and an unknown message besides.
+    raw.send(&NetworkMessage::Version(version(70017, 42))).await;
+    raw.until("verack", |m| *m == NetworkMessage::Verack).await;
+    raw.send(&NetworkMessage::WtxidRelay).await;
+    raw.send(&NetworkMessage::SendAddrV2).await;
+    raw.send_frame("feature", &Feature::new(*b"BIP434", []).to_payload())
+        .await;
+    raw.send_frame("feature", b"\x02no\x00").await;
+    raw.send_frame("sendtxrcncl", &[0; 12]).await;
+    raw.send(&NetworkMessage::Verack).await;
+    raw.until("first ping", |m| matches!(m, NetworkMessage::Ping(_)))
+        .await;
+    let stats = peer.stats().expect("a live peer has stats");
+    assert!(stats.is_ready());
+    assert_eq!(stats.features, ["BIP434"]);
+    assert_eq!(stats.ban_score, 0);
+    // After verack the same message is ignored and the connection stays up.
+    raw.send_frame("feature", &Feature::new(*b"LATE1", []).to_payload())
+        .await;
+    raw.ping_pong(9).await;
+    assert_eq!(peer.stats().unwrap().features, ["BIP434"]);
+    assert!(peer.disconnect_reason().is_none());
+}

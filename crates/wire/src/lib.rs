@@ -8,6 +8,7 @@
 //! - [`message`]: a thin layer over the [`bitcoin::p2p`] message types: decode a payload by its
 //!   command (tolerant where Bitcoin Core is tolerant), encode a message straight into a frame,
 //!   and [`message::MessageKind`], the closed set of commands this crate knows.
+//! - [`feature`]: BIP434 `feature` messages, checked to the BIP's bounds.
 //! - [`chain`]: chain parameters for Bitcoin's networks and any other Bitcoin-family chain loaded
 //!   from a TOML file.
 //!
@@ -17,6 +18,7 @@
 
 pub mod chain;
 pub mod checksum;
+pub mod feature;
 pub mod frame;
 pub mod message;
 

@@ -19,6 +19,7 @@ use bitcoin::p2p::message_network::VersionMessage;
 use bitcoin::p2p::{Magic, ServiceFlags};
 
 use crate::checksum::cached_checksum;
+use crate::feature::{Feature, FeatureError};
 use crate::frame::{Command, HEADER_LEN};
 
 /// Longest user agent accepted or sent, in bytes. Bitcoin Core: `MAX_SUBVERSION_LENGTH`.
@@ -43,6 +44,9 @@ pub enum DecodeError {
         /// Number of bytes left over.
         extra: usize,
     },
+    /// A BIP434 `feature` payload breaks the BIP's rules.
+    #[error("malformed feature payload: {0}")]
+    Feature(#[from] FeatureError),
     /// The version message's user agent is longer than [`MAX_SUBVERSION_LENGTH`].
     #[error("user agent of {0} bytes exceeds {MAX_SUBVERSION_LENGTH}")]
     UserAgentTooLong(u64),
@@ -125,12 +129,18 @@ kinds! {
     Reject => "reject",
     FeeFilter => "feefilter",
     WtxidRelay => "wtxidrelay",
+    Feature => "feature",
 }
 
 impl MessageKind {
     /// The kind of a message.
     pub fn of(msg: &NetworkMessage) -> MessageKind {
-        MessageKind::from_command(msg.cmd())
+        match msg {
+            // `cmd()` says "unknown" for these; the command carried may still be one of ours
+            // that the `bitcoin` crate has no type for (`feature`).
+            NetworkMessage::Unknown { command, .. } => MessageKind::from_command(command.as_ref()),
+            _ => MessageKind::from_command(msg.cmd()),
+        }
     }
 
     /// Number of kinds, for tables indexed by `kind as usize`.
@@ -206,6 +216,16 @@ pub fn decode_payload(command: Command, payload: &[u8]) -> Result<NetworkMessage
         MessageKind::Reject => NetworkMessage::Reject(d!()),
         MessageKind::FeeFilter => NetworkMessage::FeeFilter(d!()),
         MessageKind::WtxidRelay => NetworkMessage::WtxidRelay,
+        // BIP434: no type of its own in the `bitcoin` crate; the payload is checked here and
+        // handed on untouched (see [`crate::feature`]).
+        MessageKind::Feature => {
+            Feature::parse(payload).map_err(DecodeError::Feature)?;
+            return Ok(NetworkMessage::Unknown {
+                command: CommandString::try_from_static("feature")
+                    .expect("a valid command literal"),
+                payload: payload.to_vec(),
+            });
+        }
         MessageKind::Unknown => {
             let command = CommandString::try_from(command.as_str().to_owned())
                 .map_err(|_| malformed(encode::Error::ParseFailed("command")))?;

@@ -63,6 +63,7 @@ fn the_kind_list_is_the_documented_protocol_surface() {
         "reject",
         "feefilter",
         "wtxidrelay",
+        "feature",
     ];
     let known: Vec<&str> = MessageKind::ALL
         .iter()

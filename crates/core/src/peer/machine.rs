@@ -53,7 +53,12 @@ struct Remote {
     fee_filter: Option<i64>,
     wtxid_relay: bool,
     addrv2: bool,
+    /// BIP434 features the peer offered, as display text, at most [`MAX_FEATURES_KEPT`].
+    features: Vec<Box<str>>,
 }
+
+/// How many BIP434 feature identifiers are kept per peer; further ones are ignored.
+pub const MAX_FEATURES_KEPT: usize = 16;
 
 /// Keepalive state once the handshake is done.
 #[derive(Clone, Copy, Debug)]
@@ -305,6 +310,9 @@ impl PeerMachine {
             fee_filter: r.and_then(|r| r.fee_filter),
             wtxid_relay: r.is_some_and(|r| r.wtxid_relay),
             addrv2: r.is_some_and(|r| r.addrv2),
+            features: r.map_or_else(Vec::new, |r| {
+                r.features.iter().map(|f| f.to_string()).collect()
+            }),
             ban_score: self.ban.value(now),
             inv_to_send: self
                 .inventory

@@ -7,6 +7,8 @@
 //!   chain's minimum is disconnected; the handshake must finish within the timeout;
 //! - **feature negotiation**: `wtxidrelay` (BIP339) and `sendaddrv2` (BIP155) between version
 //!   and verack, `sendheaders` (BIP130) and `feefilter` (BIP133) after it; recorded per peer;
+//!   BIP434 `feature` messages between version and verack are checked and their identifiers
+//!   noted (peerpool negotiates no feature that way), after verack ignored;
 //! - **keepalive**: a ping with a random nonce every interval, the pong matched by nonce, and a
 //!   peer that leaves a ping unanswered or stays silent for the timeout is dropped;
 //! - **inventory**: transactions queued for announcement are trickled at random intervals in

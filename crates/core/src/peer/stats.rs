@@ -125,6 +125,9 @@ pub struct StatsSnapshot {
     pub wtxid_relay: bool,
     /// The peer takes addrv2 messages (BIP155).
     pub addrv2: bool,
+    /// The BIP434 feature identifiers the peer offered before its `verack`, in the order
+    /// received (non-printable bytes as `\xNN`).
+    pub features: Vec<String>,
     /// The peer's current ban score.
     pub ban_score: u32,
     /// Transactions queued to be announced to the peer at its next trickle (Bitcoin Core's

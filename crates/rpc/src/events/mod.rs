@@ -229,7 +229,7 @@ impl Filter {
                 json!({
                     "peer": msg.peer.0,
                     "addr": msg.addr.to_string(),
-                    "command": msg.message.cmd(),
+                    "command": msg.message.command().to_string(),
                     "size": decode::payload_size(&msg.message),
                     "message": decode::message_json(&msg.message),
                 }),

@@ -296,6 +296,10 @@ pub fn sample(kind: MessageKind) -> NetworkMessage {
         }),
         MessageKind::FeeFilter => NetworkMessage::FeeFilter(1_000),
         MessageKind::WtxidRelay => NetworkMessage::WtxidRelay,
+        MessageKind::Feature => NetworkMessage::Unknown {
+            command: CommandString::try_from_static("feature").expect("valid command"),
+            payload: peerpool_wire::feature::Feature::new(*b"BIP434", [1, 2]).to_payload(),
+        },
         MessageKind::Unknown => NetworkMessage::Unknown {
             command: CommandString::try_from_static("xyzzy").expect("valid command"),
             payload: vec![0, 1, 2, 0xfe, 0xff],

@@ -4,14 +4,15 @@ use bitcoin::consensus::encode::{Decodable, VarInt};
 use bitcoin::p2p::message::NetworkMessage;
 use bitcoin::p2p::message_network::VersionMessage;
 use bitcoin::p2p::ServiceFlags;
+use peerpool_wire::feature::Feature;
 use peerpool_wire::frame::{Frame, FrameError};
 use peerpool_wire::message::{decode_payload, DecodeError};
 use peerpool_wire::MessageKind;
 use tracing::debug;
 
 use super::{
-    sanitize_user_agent, PeerMachine, Ping, Remote, BIP0031_VERSION, MAX_HEADERS_RESULTS,
-    MAX_INV_SZ, NO_BLOOM_VERSION, SENDHEADERS_VERSION, WTXID_RELAY_VERSION,
+    sanitize_user_agent, PeerMachine, Ping, Remote, BIP0031_VERSION, MAX_FEATURES_KEPT,
+    MAX_HEADERS_RESULTS, MAX_INV_SZ, NO_BLOOM_VERSION, SENDHEADERS_VERSION, WTXID_RELAY_VERSION,
 };
 use crate::gossip::MAX_ADDR_TO_SEND;
 use crate::misbehaviour::Misbehaviour;
@@ -73,6 +74,16 @@ impl PeerMachine {
                 );
             } else {
                 debug!(peer = %self.id, "{kind} from a pre-BIP111 peer ignored");
+            }
+            return;
+        }
+        if kind == MessageKind::Feature {
+            self.received_feature(payload);
+            if decode {
+                let message = decode_payload(command, payload).ok();
+                if message.is_some() {
+                    self.deliver(kind, message);
+                }
             }
             return;
         }
@@ -196,13 +207,18 @@ impl PeerMachine {
                 | MessageKind::WtxidRelay
                 | MessageKind::SendAddrV2
                 | MessageKind::SendHeaders
-                | MessageKind::SendCmpct,
+                | MessageKind::SendCmpct
+                | MessageKind::Feature,
             ) => true,
             (HandshakeState::AwaitingVerack { .. }, _) => {
                 debug!(peer = %self.id, "{kind} before verack ignored");
                 false
             }
-            (HandshakeState::Ready { .. }, MessageKind::Version | MessageKind::Verack) => {
+            // BIP434 lets a node ignore features offered after verack.
+            (
+                HandshakeState::Ready { .. },
+                MessageKind::Version | MessageKind::Verack | MessageKind::Feature,
+            ) => {
                 debug!(peer = %self.id, "redundant {kind} ignored");
                 false
             }
@@ -217,6 +233,28 @@ impl PeerMachine {
             }
             (HandshakeState::Ready { .. }, _) => true,
             (HandshakeState::Disconnected { .. }, _) => false,
+        }
+    }
+
+    /// A BIP434 `feature` between version and verack: its identifier is noted and nothing
+    /// else done, since peerpool implements no feature negotiated this way. A payload that
+    /// breaks the BIP's bounds is ignored (the BIP allows a disconnect; ignoring is gentler
+    /// on peers written to drafts of it).
+    fn received_feature(&mut self, payload: &[u8]) {
+        let feature = match Feature::parse(payload) {
+            Ok(f) => f,
+            Err(e) => {
+                debug!(peer = %self.id, "malformed feature payload ignored: {e}");
+                return;
+            }
+        };
+        let id = feature.id_text();
+        debug!(peer = %self.id, "peer offers feature {id}");
+        let Some(r) = self.remote.as_mut() else {
+            return;
+        };
+        if r.features.len() < MAX_FEATURES_KEPT && !r.features.iter().any(|f| **f == *id) {
+            r.features.push(id.into_boxed_str());
         }
     }
 
@@ -246,6 +284,7 @@ impl PeerMachine {
             fee_filter: None,
             wtxid_relay: false,
             addrv2: false,
+            features: Vec::new(),
         }));
         self.emit(PeerOutput::Event(PeerEvent::VersionReceived { nonce }));
         if self.direction == Direction::Inbound {

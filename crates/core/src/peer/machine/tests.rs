@@ -250,6 +250,43 @@ fn feature_messages_are_recorded_only_at_their_version() {
     assert!(m.stats(T0).wtxid_relay);
 }
 
+#[test]
+fn bip434_features_are_noted_between_version_and_verack_only() {
+    use peerpool_wire::feature::Feature;
+    let feature = |id: &[u8]| frame("feature", &Feature::new(id, [1, 2, 3]).to_payload());
+    let mut m = machine(Direction::Inbound, 1);
+    // Before the version: ignored like any other message.
+    m.handle_frame(T0, &feature(b"BIP0000"), |_| false);
+    receive(&mut m, T0, &NetworkMessage::Version(version(70017, 5)));
+    drain(&mut m);
+    for id in [&b"BIP434"[..], b"BIP434", b"https://example.invalid/x\x01"] {
+        m.handle_frame(T0, &feature(id), |_| false);
+    }
+    // Out of the BIP's bounds: ignored, no ban score, the handshake goes on.
+    m.handle_frame(T0, &frame("feature", b"\x03BIP\x00"), |_| false);
+    m.handle_frame(T0, &frame("feature", b"\x04BIP1\x00zz"), |_| false);
+    for n in 0..2 * MAX_FEATURES_KEPT {
+        m.handle_frame(T0, &feature(format!("many{n}").as_bytes()), |_| false);
+    }
+    receive(&mut m, T0, &NetworkMessage::Verack);
+    assert!(m.is_ready());
+    // After verack: ignored (BIP434 allows it).
+    m.handle_frame(T0, &feature(b"LATE"), |_| false);
+    let stats = m.stats(T0);
+    assert!(!m.is_disconnected());
+    assert_eq!(stats.ban_score, 0);
+    assert_eq!(stats.features.len(), MAX_FEATURES_KEPT);
+    assert_eq!(stats.features[0], "BIP434");
+    assert_eq!(stats.features[1], "https://example.invalid/x\\x01");
+    assert_eq!(stats.features[2], "many0");
+    assert!(!stats.features.iter().any(|f| f == "LATE" || f == "BIP0000"));
+    // The bytes are counted under the message's own name, as Core's per-message table does.
+    assert!(stats
+        .bytes_recv_per_msg
+        .iter()
+        .any(|&(k, n)| k == MessageKind::Feature && n > 0));
+}
+
 // ----- keepalive ---------------------------------------------------------------------------------
 
 #[test]
