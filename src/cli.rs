@@ -139,6 +139,12 @@ struct RunArgs {
     /// peers, for test networks on 127.x.y.z. On by itself for regtest.
     #[arg(long)]
     allow_local_addresses: bool,
+    /// Group peers by autonomous system with this asmap file (Bitcoin Core's format), for
+    /// address-book buckets, outbound diversity and eviction; shown as mapped_as in
+    /// getpeerinfo and getrawaddrman. A relative path is taken in the chain's data directory
+    /// (in the config file: from the file's directory).
+    #[arg(long, value_name = "FILE")]
+    asmap: Option<PathBuf>,
     /// Comment added to the user agent, as in /peerpool:0.1.0(COMMENT)/ (repeatable).
     #[arg(long, value_name = "TEXT")]
     user_agent_comment: Vec<String>,
@@ -372,6 +378,15 @@ async fn settings(args: RunArgs) -> anyhow::Result<Settings> {
         pool.save_interval = std::time::Duration::from_secs(secs);
     }
     pool.proxy = proxy;
+    if let Some(path) = pick(args.asmap.clone(), file.asmap.clone()) {
+        let path = if path.is_relative() {
+            dir.join(path)
+        } else {
+            path
+        };
+        let map = crate::config::load_asmap(&path)?;
+        pool.asmap = Some(std::sync::Arc::new(map));
+    }
     pool.max_inbound = pick(args.max_inbound, file.max_inbound);
     pool.data_dir = Some(dir.clone());
     let mut manual = connect;
@@ -396,6 +411,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let signal = wait_for_signal();
     let s = settings(args).await?;
     crate::logging::init(&s.log_level, Some(&s.dir.join("debug.log")))?;
+    if let Some(map) = &s.pool.asmap {
+        info!("Using asmap version {} for IP bucketing", map.version_hex());
+    }
     let mut peer = PeerConfig::new(s.chain.clone());
     peer.user_agent = s.user_agent;
     info!(

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use peerpool::core::asmap::{Asmap, MAX_ASMAP_BYTES};
 use peerpool::core::pool::machine::{Permission, WhitelistEntry};
 use peerpool::net::pool::Subnet;
 use serde::Deserialize;
@@ -34,6 +35,7 @@ pub struct FileConfig {
     pub save_interval: Option<u64>,
     pub whitelist: Option<Vec<String>>,
     pub allow_local_addresses: Option<bool>,
+    pub asmap: Option<PathBuf>,
     pub user_agent_comment: Option<Vec<String>>,
     pub log_level: Option<String>,
     // Node RPC (see `crate::rpc`).
@@ -64,13 +66,40 @@ impl FileConfig {
             );
         }
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut file.chain, &mut file.datadir].into_iter().flatten() {
+        for p in [&mut file.chain, &mut file.datadir, &mut file.asmap]
+            .into_iter()
+            .flatten()
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
         }
         Ok(file)
     }
+}
+
+/// Reads and checks an asmap file: a regular file of at most [`MAX_ASMAP_BYTES`] (checked
+/// before it is opened, so a FIFO or a device is refused without blocking), that passes the
+/// format's sanity check.
+pub fn load_asmap(path: &Path) -> anyhow::Result<Asmap> {
+    use std::io::Read;
+    let what = || format!("--asmap {}", path.display());
+    let meta = std::fs::metadata(path).with_context(what)?;
+    if !meta.is_file() {
+        bail!("{}: not a regular file", what());
+    }
+    if meta.len() > MAX_ASMAP_BYTES as u64 {
+        bail!(
+            "{}: {} bytes, more than the {MAX_ASMAP_BYTES} accepted",
+            what(),
+            meta.len()
+        );
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_ASMAP_BYTES as u64 + 1).read_to_end(&mut bytes))
+        .with_context(what)?;
+    Asmap::from_bytes(&bytes).with_context(what)
 }
 
 /// Parses a whitelist entry in Bitcoin Core's syntax: `[PERMISSIONS@]SUBNET`, permissions
@@ -217,6 +246,7 @@ mod tests {
         ("save-interval", Kind::U64),
         ("whitelist", Kind::List),
         ("allow-local-addresses", Kind::Bool),
+        ("asmap", Kind::Path),
         ("user-agent-comment", Kind::List),
         ("log-level", Kind::Str),
         ("rpc-bind", Kind::List),
@@ -416,6 +446,7 @@ mod tests {
             "save-interval" => s(&file.save_interval),
             "whitelist" => s(&file.whitelist),
             "allow-local-addresses" => s(&file.allow_local_addresses),
+            "asmap" => s(&file.asmap),
             "user-agent-comment" => s(&file.user_agent_comment),
             "log-level" => s(&file.log_level),
             "rpc-bind" => s(&file.rpc_bind),

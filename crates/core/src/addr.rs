@@ -19,6 +19,9 @@
 //! host of its own, as it does on a test machine, while real networks group exactly as Core
 //! does.
 //!
+//! With an asmap, addresses it maps are grouped by their autonomous system instead
+//! ([`crate::asmap::NetGroups`]).
+//!
 //! ## Addresses as people write them
 //! [`AddrSpec::parse`] reads what a flag, a config file or an RPC argument holds (`IP`,
 //! `IP:PORT`, `[IPv6]:PORT`, `NAME.onion[:PORT]`, `NAME.b32.i2p`, `HOST[:PORT]`), filling in a
@@ -106,6 +109,14 @@ pub struct NetGroup {
 }
 
 impl NetGroup {
+    /// The group of every address an asmap assigns to autonomous system `asn` (see
+    /// [`crate::asmap::NetGroups`]).
+    pub fn of_as(asn: u32) -> NetGroup {
+        let mut bytes = [0u8; 16];
+        bytes[..4].copy_from_slice(&asn.to_be_bytes());
+        NetGroup { class: 7, bytes }
+    }
+
     /// The group's bytes, for keyed hashing (class first).
     pub fn to_bytes(self) -> [u8; 17] {
         let mut out = [0u8; 17];

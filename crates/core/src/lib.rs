@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod asmap;
 pub mod ban;
 pub mod cost;
 pub mod gossip;

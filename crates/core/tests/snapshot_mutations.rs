@@ -246,8 +246,8 @@ fn bans() -> &'static (BanList, Vec<u8>) {
 
 // ----- the book's layout, for targeted forgeries -------------------------------------------
 
-/// Magic, version and key.
-const BOOK_KEY_END: usize = 4 + 1 + 16;
+/// Magic, version, grouping and key.
+const BOOK_KEY_END: usize = 4 + 1 + 32 + 16;
 /// Bytes of the book's trailing checksum.
 const BOOK_SUM_LEN: usize = 8;
 

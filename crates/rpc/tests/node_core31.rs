@@ -100,3 +100,43 @@ async fn a_peer_before_its_version_has_every_field() {
         "no asmap, no mapped_as: {p:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn getrawaddrman_lists_every_slot() {
+    let node = Node::start().await;
+    assert_eq!(
+        node.ok("getrawaddrman", json!([])).await,
+        json!({"new": {}, "tried": {}})
+    );
+    node.ok("addpeeraddress", json!(["1.2.3.4", 8333])).await;
+    node.ok("addpeeraddress", json!(["2001:db8:1::5", 18444, true]))
+        .await;
+    let raw = node.ok("getrawaddrman", json!([])).await;
+    let new = raw["new"].as_object().unwrap();
+    let tried = raw["tried"].as_object().unwrap();
+    assert_eq!((new.len(), tried.len()), (1, 1), "{raw:#}");
+    let (slot, entry) = new.iter().next().unwrap();
+    let (bucket, position) = slot.split_once('/').unwrap();
+    assert!(bucket.parse::<u16>().unwrap() < 1024);
+    assert!(position.parse::<u8>().unwrap() < 64);
+    let mut entry = entry.clone();
+    assert!(entry["time"].as_u64().unwrap() > 1_700_000_000);
+    entry["time"] = json!("*");
+    assert_eq!(
+        entry,
+        json!({
+            "address": "1.2.3.4", "port": 8333, "network": "ipv4", "services": 9,
+            "time": "*", "source": "1.2.3.4", "source_network": "ipv4",
+        })
+    );
+    let (_, entry) = tried.iter().next().unwrap();
+    assert_eq!(entry["address"], json!("2001:db8:1::5"));
+    // Documentation addresses are not publicly routable (Core's network class).
+    assert_eq!(entry["network"], json!("not_publicly_routable"));
+    assert_eq!(entry["port"], json!(18444));
+    // Hidden from help, as in Core, yet documented on request.
+    let all = node.ok("help", json!([])).await;
+    assert!(!all.as_str().unwrap().contains("getrawaddrman"));
+    let one = node.ok("help", json!(["getrawaddrman"])).await;
+    assert!(one.as_str().unwrap().contains("bucket/position"));
+}

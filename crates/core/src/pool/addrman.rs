@@ -61,6 +61,7 @@ use self::bucket::{Bucketer, IndexHasher, NewSlot, TriedSlot};
 pub use self::entry::{AddrInfo, Placement};
 use self::entry::{BookEntry, NewRefs, Place};
 use crate::addr::{Host, NetAddr, Network};
+use crate::asmap::NetGroups;
 use crate::time::Time;
 
 /// Buckets of the new table. Bitcoin Core: `ADDRMAN_NEW_BUCKET_COUNT` (1 << 10).
@@ -153,14 +154,18 @@ pub struct Config {
     /// Core's test-before-evict, on since 0.17: `Good(addr, test_before_evict = true)`).
     /// `false` evicts the incumbent at once, as Core did before. Default `true`.
     pub test_before_evict: bool,
+    /// How addresses are grouped for bucketing: by prefix (the default) or by AS with an
+    /// asmap. A book saved under other groups is re-bucketed when loaded (see [`codec`]).
+    pub groups: NetGroups,
 }
 
 impl Default for Config {
-    /// Bitcoin Core's behaviour: no local addresses, test before evicting.
+    /// Bitcoin Core's behaviour: no local addresses, test before evicting, prefix groups.
     fn default() -> Config {
         Config {
             allow_local: false,
             test_before_evict: true,
+            groups: NetGroups::by_prefix(),
         }
     }
 }
@@ -347,7 +352,7 @@ impl AddrMan {
     /// keep it: it is saved with the book) and a seeded generator for the random choices of
     /// [`AddrMan::add`].
     pub fn new(config: Config, key: [u8; 16], rng: Rng) -> AddrMan {
-        let bucketer = Bucketer::new(key);
+        let bucketer = Bucketer::new(key, config.groups.clone());
         AddrMan {
             config,
             key,

@@ -37,6 +37,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::addr::{Host, NetAddr, NetGroup, Network};
+use crate::asmap::NetGroups;
 use crate::peer::{DisconnectReason, PeerId};
 use crate::pool::eviction::{select_to_evict, Candidate};
 use crate::retry::backoff;
@@ -89,6 +90,9 @@ pub struct Config {
     /// A lower limit on inbound connections than [`Config::max_inbound`] would give
     /// (`--max-inbound`); reaching it works as full slots do: a newcomer evicts, or is refused.
     pub inbound_cap: Option<usize>,
+    /// How peers are grouped for outbound diversity, the per-group inbound limit and
+    /// eviction: by prefix, or by AS with an asmap.
+    pub groups: NetGroups,
 }
 
 impl Default for Config {
@@ -101,6 +105,7 @@ impl Default for Config {
             feeler_interval: Some(FEELER_INTERVAL),
             connect_only: false,
             inbound_cap: None,
+            groups: NetGroups::by_prefix(),
         }
     }
 }
@@ -562,12 +567,13 @@ impl ConnMan {
         noban: bool,
         keyed_group: &dyn Fn(NetGroup) -> u64,
     ) -> InboundVerdict {
-        let group = addr.group();
+        let groups = &self.config.groups;
+        let group = groups.group(&addr);
         if !noban {
             let same_group = self
                 .connections
                 .values()
-                .filter(|c| c.kind == ConnKind::Inbound && c.addr.group() == group)
+                .filter(|c| c.kind == ConnKind::Inbound && groups.group(&c.addr) == group)
                 .count();
             if same_group >= self.config.max_inbound_per_group {
                 return InboundVerdict::Refuse(RefuseReason::GroupFull);
@@ -579,15 +585,19 @@ impl ConnMan {
                 .connections
                 .values()
                 .filter(|c| c.kind == ConnKind::Inbound)
-                .map(|c| Candidate {
-                    id: c.peer,
-                    addr: c.addr,
-                    connected: c.since,
-                    min_ping_micros: c.min_ping_micros,
-                    last_tx: c.last_tx,
-                    last_block: c.last_block,
-                    keyed_group: keyed_group(c.addr.group()),
-                    noban: c.noban,
+                .map(|c| {
+                    let group = groups.group(&c.addr);
+                    Candidate {
+                        id: c.peer,
+                        addr: c.addr,
+                        group,
+                        connected: c.since,
+                        min_ping_micros: c.min_ping_micros,
+                        last_tx: c.last_tx,
+                        last_block: c.last_block,
+                        keyed_group: keyed_group(group),
+                        noban: c.noban,
+                    }
                 })
                 .collect();
             match select_to_evict(&candidates) {
@@ -847,13 +857,13 @@ impl ConnMan {
             .filter(|r| matches!(r.kind, ConnKind::Outbound | ConnKind::Manual))
             .filter(|r| is_live(&r.state))
             .filter(|r| matches!(r.addr.network(), Network::Ipv4 | Network::Ipv6))
-            .map(|r| r.addr.group())
+            .map(|r| self.config.groups.group(&r.addr))
             .collect();
         for tries in 0..PICK_TRIES {
             let (addr, last_try) = pick(what)?;
             if busy.contains(&addr.host)
                 || busy_inbound.contains(&addr)
-                || (diverse && groups.contains(&addr.group()))
+                || (diverse && groups.contains(&self.config.groups.group(&addr)))
             {
                 continue;
             }

@@ -40,6 +40,8 @@ pub struct Candidate {
     pub id: PeerId,
     /// Its address.
     pub addr: NetAddr,
+    /// Its network group (by prefix, or by AS with an asmap).
+    pub group: NetGroup,
     /// When it connected.
     pub connected: Time,
     /// Lowest ping round trip seen, in microseconds (`None`: never measured, sorts last).
@@ -55,10 +57,6 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    fn group(&self) -> NetGroup {
-        self.addr.group()
-    }
-
     fn disadvantaged(&self) -> bool {
         self.addr.is_loopback()
             || matches!(
@@ -107,7 +105,7 @@ pub fn select_to_evict(candidates: &[Candidate]) -> Option<PeerId> {
     // The group with the most peers; ties go to the group with the youngest member.
     let mut groups: BTreeMap<NetGroup, (usize, Time)> = BTreeMap::new();
     for c in &list {
-        let e = groups.entry(c.group()).or_insert((0, c.connected));
+        let e = groups.entry(c.group).or_insert((0, c.connected));
         e.0 += 1;
         e.1 = e.1.max(c.connected);
     }
@@ -115,7 +113,7 @@ pub fn select_to_evict(candidates: &[Candidate]) -> Option<PeerId> {
         .iter()
         .max_by_key(|(g, (count, youngest))| (*count, *youngest, **g))?;
     list.iter()
-        .filter(|c| c.group() == *group)
+        .filter(|c| c.group == *group)
         .max_by_key(|c| (c.connected, c.id))
         .map(|c| c.id)
 }
@@ -129,6 +127,7 @@ mod tests {
         Candidate {
             id: PeerId(id),
             addr,
+            group: addr.group(),
             connected: Time::from_secs(connected),
             min_ping_micros: Some(100_000 + id),
             last_tx: None,
@@ -157,6 +156,25 @@ mod tests {
         );
         // Youngest of the group that is still unprotected.
         assert_eq!(chosen.id, PeerId(39));
+    }
+
+    #[test]
+    fn the_largest_group_is_counted_by_the_groups_given() {
+        // Forty peers from forty /16s: by prefix no group stands out.
+        let mut c: Vec<Candidate> = (0..40)
+            .map(|i| cand(i, &format!("{}.1.1.1:8333", 20 + i), 1000 + i))
+            .collect();
+        let by_prefix = select_to_evict(&c).unwrap();
+        // An asmap puts ten of them in one AS (not the youngest: it would go anyway).
+        for x in c.iter_mut().skip(25).take(10) {
+            x.group = NetGroup::of_as(64_500);
+        }
+        let chosen = select_to_evict(&c).unwrap();
+        assert_eq!(by_prefix, PeerId(39));
+        assert!(
+            (25..35).contains(&chosen.0),
+            "evicted {chosen:?}, outside the big AS"
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use crate::addr::{Host, NetAddr, Network};
+use crate::asmap::NetGroups;
 use crate::peer::{Direction, DisconnectReason, PeerCommand, PeerId};
 use crate::pool::addrman::{self, AddrMan, AddrRecord};
 use crate::pool::banman::{self, BanList, BanMan, BanReason, Subnet};
@@ -209,6 +210,15 @@ pub struct Config {
     /// distributed, per peer). Default [`LOCAL_ADDR_INTERVAL`] (Core's 24 h); tests and
     /// simulations of small networks shorten it.
     pub local_addr_interval: Duration,
+}
+
+impl Config {
+    /// Groups addresses by `groups` everywhere groups count: address-book buckets, outbound
+    /// diversity, the per-group inbound limit and eviction.
+    pub fn set_groups(&mut self, groups: NetGroups) {
+        self.connman.groups = groups.clone();
+        self.addrman.groups = groups;
+    }
 }
 
 impl Default for Config {
@@ -492,6 +502,11 @@ impl PoolMachine {
     /// The address book.
     pub fn addrman(&self) -> &AddrMan {
         &self.addrman
+    }
+
+    /// How addresses are grouped (by prefix, or by AS with an asmap).
+    pub fn groups(&self) -> &NetGroups {
+        &self.config.addrman.groups
     }
 
     /// The ban manager.

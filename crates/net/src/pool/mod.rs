@@ -79,9 +79,11 @@ mod store;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use peerpool_core::addr::{NetAddr, Network};
+use peerpool_core::asmap::{Asmap, NetGroups};
 use peerpool_core::pool::machine;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -170,6 +172,11 @@ pub struct Config {
     pub report_capacity: u32,
     /// Events each bus channel holds before a slow subscriber lags.
     pub bus_capacity: usize,
+    /// An asmap (Core's `-asmap`): peers are grouped by autonomous system where it maps them,
+    /// for address-book buckets, outbound diversity, the per-group inbound limit and eviction,
+    /// and `mapped_as` is known. On a network of local addresses
+    /// ([`Config::allow_local_addresses`]) it maps those too.
+    pub asmap: Option<Arc<Asmap>>,
 }
 
 impl Default for Config {
@@ -190,6 +197,7 @@ impl Default for Config {
             max_inbound: None,
             report_capacity: DEFAULT_REPORT_CAPACITY,
             bus_capacity: crate::bus::DEFAULT_CAPACITY,
+            asmap: None,
         }
     }
 }
@@ -300,6 +308,12 @@ impl Pool {
 /// Fills in what follows from other settings: the onion network when a proxy is set, the
 /// advertised listening addresses, the local address of outbound connections.
 fn complete_config(config: &mut Config, listening: &[SocketAddr]) {
+    if let Some(map) = &config.asmap {
+        let local = config.machine.addrman.allow_local;
+        config
+            .machine
+            .set_groups(NetGroups::with_asmap(Arc::clone(map), local));
+    }
     if config.proxy.is_some() && config.machine.reachable.is_empty() {
         config.machine.reachable = vec![Network::Ipv4, Network::Ipv6, Network::Onion];
     }

@@ -24,6 +24,7 @@ use super::{
     TRIED_BUCKET_COUNT,
 };
 use crate::addr::{Host, NetAddr};
+use crate::asmap::NetGroups;
 
 /// Longest canonical address encoding: network id, 32 key bytes, port.
 pub(super) const MAX_ADDR_BYTES: usize = 1 + 32 + 2;
@@ -90,11 +91,13 @@ enum TableTag {
 #[derive(Clone)]
 pub(super) struct Bucketer {
     key: [u8; 16],
+    groups: NetGroups,
 }
 
 impl Bucketer {
-    pub(super) fn new(key: [u8; 16]) -> Bucketer {
-        Bucketer { key }
+    /// Hashes under `key`, grouping addresses by `groups` (prefix or AS).
+    pub(super) fn new(key: [u8; 16], groups: NetGroups) -> Bucketer {
+        Bucketer { key, groups }
     }
 
     fn hash(&self, parts: &[&[u8]]) -> u64 {
@@ -107,8 +110,8 @@ impl Bucketer {
 
     /// The new bucket `addr` falls into when `source` announces it.
     pub(super) fn new_bucket(&self, addr: &NetAddr, source: &NetAddr) -> usize {
-        let group = addr.group().to_bytes();
-        let source_group = source.group().to_bytes();
+        let group = self.groups.group(addr).to_bytes();
+        let source_group = self.groups.group(source).to_bytes();
         let spread =
             self.hash(&[b"new-spread", &group, &source_group]) % NEW_BUCKETS_PER_SOURCE_GROUP;
         let h = self.hash(&[b"new-bucket", &source_group, &spread.to_le_bytes()]);
@@ -118,7 +121,7 @@ impl Bucketer {
     /// The tried bucket of `addr`.
     pub(super) fn tried_bucket(&self, addr: &NetAddr) -> usize {
         let (bytes, len) = addr_bytes(addr);
-        let group = addr.group().to_bytes();
+        let group = self.groups.group(addr).to_bytes();
         let spread = self.hash(&[b"tried-spread", &bytes[..len]]) % TRIED_BUCKETS_PER_GROUP;
         let h = self.hash(&[b"tried-bucket", &group, &spread.to_le_bytes()]);
         (h % TRIED_BUCKET_COUNT as u64) as usize

@@ -1,14 +1,21 @@
-//! The address book on disk: peerpool's own binary format, version 1.
+//! The address book on disk: peerpool's own binary format, version 2 (version 1 is read too).
 //!
 //! All integers are little-endian. Slot positions are not stored: they are keyed hashes of the
 //! address and bucket, recomputed on load, so a file whose entries do not fit its key (two
 //! entries in one slot) is refused. Which new buckets hold an entry is stored, because those
 //! depend on every peer that announced the address, not only on the first.
 //!
+//! Buckets also depend on how addresses are grouped (by prefix, or by AS with an asmap), so
+//! the file names its grouping. A book loaded under another grouping (an asmap added, changed
+//! or removed) is re-bucketed as Bitcoin Core does it: each new entry goes to the one bucket
+//! its first source gives under the new groups, each tried entry to its new tried slot, and
+//! entries whose slot is already taken are dropped.
+//!
 //! | field | bytes | content |
 //! |---|---|---|
 //! | magic | 4 | `PPAM` |
-//! | version | 1 | `1` |
+//! | version | 1 | `2` |
+//! | grouping | 32 | (version 2 only) the asmap's SHA-256, all zeros for prefix groups |
 //! | key | 16 | the per-node secret of the keyed hashes |
 //! | last good | opt-time | our last successful connection to anyone |
 //! | entry count | 4 | at most [`MAX_ENTRIES`] |
@@ -53,12 +60,13 @@ use super::{
     NEW_BUCKETS_PER_ADDRESS, NEW_BUCKET_COUNT,
 };
 use crate::addr::{Host, NetAddr};
+use crate::asmap::NetGroups;
 use crate::time::Time;
 
 /// The first four bytes of a serialized book.
 pub const MAGIC: [u8; 4] = *b"PPAM";
 /// The format version [`AddrMan::serialize`] writes and [`AddrMan::deserialize`] reads.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes of the trailing checksum.
 const CHECKSUM_LEN: usize = 8;
 /// Smallest possible entry: two IPv4 addresses (7 bytes each), services, last seen, three
@@ -225,6 +233,7 @@ impl AddrMan {
         let mut out = Vec::with_capacity(64 + size * 96);
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
+        out.extend_from_slice(&self.config.groups.version());
         out.extend_from_slice(&self.key);
         put_time(&mut out, self.last_good);
         // At most MAX_ENTRIES, so it fits.
@@ -269,7 +278,8 @@ impl AddrMan {
     /// Loads a book written by [`AddrMan::serialize`] with the default [`Config`] and a
     /// generator seeded from the stored key. See [`AddrMan::deserialize_with`].
     pub fn deserialize(data: &[u8]) -> Result<AddrMan, AddrManError> {
-        let key = match data.get(5..21) {
+        let key_at = if data.get(4) == Some(&1) { 5 } else { 5 + 32 };
+        let key = match data.get(key_at..key_at + 16) {
             Some(k) => {
                 let mut key = [0u8; 16];
                 key.copy_from_slice(k);
@@ -277,7 +287,7 @@ impl AddrMan {
             }
             None => [0; 16],
         };
-        let seed = super::bucket::Bucketer::new(key).derived_seed();
+        let seed = super::bucket::Bucketer::new(key, NetGroups::by_prefix()).derived_seed();
         AddrMan::deserialize_with(data, Config::default(), Rng::with_seed(seed))
     }
 
@@ -294,7 +304,7 @@ impl AddrMan {
             return Err(AddrManError::BadMagic);
         }
         let version = r.u8("version")?;
-        if version != VERSION {
+        if version != 1 && version != VERSION {
             return Err(AddrManError::UnsupportedVersion(version));
         }
         let body_len = data
@@ -312,6 +322,12 @@ impl AddrMan {
             data: body,
             pos: r.pos,
         };
+        let grouping = if version == 1 {
+            [0; 32]
+        } else {
+            r.array::<32>("grouping")?
+        };
+        let rebucket = grouping != config.groups.version();
         let key = r.array::<16>("key")?;
         let mut book = AddrMan::new(config, key, rng);
         book.last_good = r.opt_time("last good")?;
@@ -340,7 +356,11 @@ impl AddrMan {
             if book.find(&addr).is_some() {
                 return Err(AddrManError::DuplicateAddress(addr));
             }
-            ids.push(Some(book.place_record(rec)?));
+            if rebucket {
+                ids.push(book.rebucket_record(rec));
+            } else {
+                ids.push(Some(book.place_record(rec)?));
+            }
         }
         let n = r.u8("collision count")?;
         if usize::from(n) > MAX_TRIED_COLLISIONS {
@@ -362,6 +382,32 @@ impl AddrMan {
         }
         book.check()?;
         Ok(book)
+    }
+
+    /// Puts an entry saved under another grouping where the current one sends it; `None` (the
+    /// entry dropped) when that slot is taken.
+    fn rebucket_record(&mut self, rec: Record) -> Option<EntryId> {
+        let addr = rec.entry.addr;
+        if rec.tried {
+            let slot = self.bucketer.tried_slot(&addr);
+            if rec.entry.last_success.is_none() || self.tried_table[slot.index()].is_some() {
+                return None;
+            }
+            let id = self.insert_entry(rec.entry);
+            self.put_tried(slot, id);
+            self.counts[net_index(addr.network())].tried += 1;
+            return Some(id);
+        }
+        let slot = self.bucketer.new_slot_from(&addr, &rec.entry.source);
+        if self.new_table[slot.index()].is_some() {
+            return None;
+        }
+        let mut entry = rec.entry;
+        entry.place = Place::New(NewRefs::default());
+        let id = self.insert_entry(entry);
+        self.counts[net_index(addr.network())].new += 1;
+        self.put_new(slot, id);
+        Some(id)
     }
 
     /// Puts a loaded entry in the slots its key gives.

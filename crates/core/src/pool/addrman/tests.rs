@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use super::bucket::Bucketer;
 use super::codec::reseal;
 use super::*;
+use crate::asmap::NetGroups;
 use crate::gossip::MAX_ADDR_TO_SEND;
 use crate::pool::relay::MAX_PCT_ADDR_TO_SEND;
 use fastrand::Rng;
@@ -61,9 +62,9 @@ fn tried_twins(b: &AddrMan) -> (NetAddr, NetAddr) {
 #[test]
 fn bucketing_is_deterministic_per_key_and_differs_across_keys() {
     let (k1, k1_again, k2) = (
-        Bucketer::new(KEY),
-        Bucketer::new(KEY),
-        Bucketer::new([8; 16]),
+        Bucketer::new(KEY, NetGroups::by_prefix()),
+        Bucketer::new(KEY, NetGroups::by_prefix()),
+        Bucketer::new([8; 16], NetGroups::by_prefix()),
     );
     let src = v4(1, 1, 1, 1);
     let mut differ = 0;
@@ -674,6 +675,84 @@ fn serialization_round_trips() {
     assert_ne!(AddrMan::deserialize(&other.serialize()).unwrap(), empty);
 }
 
+/// `bytes` (a version 2 book under prefix groups) as version 1 wrote it: no grouping field.
+fn as_version_1(bytes: &[u8]) -> Vec<u8> {
+    assert_eq!(bytes[5..37], [0; 32], "written under prefix groups");
+    let mut v1 = bytes[..4].to_vec();
+    v1.push(1);
+    v1.extend_from_slice(&bytes[37..]);
+    reseal(&mut v1);
+    v1
+}
+
+#[test]
+fn version_1_books_still_load() {
+    let mut b = book();
+    for i in 0..50 {
+        add(&mut b, v4(30, i, 1, 1), v4(40, i % 5, 1, 1));
+    }
+    b.good(&v4(30, 3, 1, 1), NOW);
+    let v1 = as_version_1(&b.serialize());
+    assert_eq!(AddrMan::deserialize(&v1).unwrap(), b);
+}
+
+/// Settings that group by the AS of a small map: 30.0.0.0/8 is one AS, 40.0.0.0/8 another.
+fn asmap_config() -> Config {
+    use std::net::IpAddr;
+    let bytes = crate::asmap::encode(&[
+        (IpAddr::from([30, 0, 0, 0]), 8, 64_500),
+        (IpAddr::from([40, 0, 0, 0]), 8, 64_501),
+    ])
+    .unwrap();
+    let map = crate::asmap::Asmap::from_bytes(&bytes).unwrap();
+    Config {
+        groups: NetGroups::with_asmap(std::sync::Arc::new(map), false),
+        ..Config::default()
+    }
+}
+
+#[test]
+fn a_new_grouping_rebuckets_the_book_on_load() {
+    let mut b = book();
+    for i in 0..200u8 {
+        add(&mut b, v4(30, i, 1, 1), v4(40, i % 7, 1, 1));
+    }
+    for i in 0..20u8 {
+        b.good(&v4(30, i, 1, 1), NOW);
+    }
+    let before = b.counts();
+    let prefix_bytes = b.serialize();
+
+    // Under the map every entry is in one AS, announced by one AS: one source group reaches
+    // 64 new buckets and one group 8 tried buckets, so the book shrinks and never breaks.
+    let under_map =
+        AddrMan::deserialize_with(&prefix_bytes, asmap_config(), Rng::with_seed(1)).unwrap();
+    under_map.check().unwrap();
+    assert!(under_map.size() > 0 && under_map.size() <= b.size());
+    assert!(under_map.counts().tried <= before.tried);
+    assert!(under_map.counts().new <= before.new);
+    let new_buckets: BTreeSet<usize> = under_map
+        .slots(Table::New)
+        .map(|(bucket, _, _)| bucket)
+        .collect();
+    assert!(new_buckets.len() <= NEW_BUCKETS_PER_SOURCE_GROUP as usize);
+    let tried_buckets: BTreeSet<usize> = under_map
+        .slots(Table::Tried)
+        .map(|(bucket, _, _)| bucket)
+        .collect();
+    assert!(tried_buckets.len() <= TRIED_BUCKETS_PER_GROUP as usize);
+
+    // Saved under the map and loaded under it again: nothing moves.
+    let map_bytes = under_map.serialize();
+    assert_eq!(map_bytes[5..37], asmap_config().groups.version());
+    let again = AddrMan::deserialize_with(&map_bytes, asmap_config(), Rng::with_seed(1)).unwrap();
+    assert_eq!(again, under_map);
+    // And back to prefix groups: re-bucketed again, still sound.
+    let back = AddrMan::deserialize_with(&map_bytes, Config::default(), Rng::with_seed(1)).unwrap();
+    back.check().unwrap();
+    assert!(back.size() > 0);
+}
+
 #[test]
 fn loading_drops_what_the_config_refuses() {
     let mut b = book_with(Config {
@@ -690,7 +769,7 @@ fn loading_drops_what_the_config_refuses() {
 }
 
 /// Offset of the first entry in a serialized book without `last_good`.
-const FIRST_ENTRY: usize = 4 + 1 + 16 + 1 + 4;
+const FIRST_ENTRY: usize = 4 + 1 + 32 + 16 + 1 + 4;
 
 #[test]
 fn corrupt_input_is_refused() {
@@ -707,10 +786,10 @@ fn corrupt_input_is_refused() {
     bad[0] = b'X';
     assert_eq!(AddrMan::deserialize(&bad), Err(AddrManError::BadMagic));
     let mut bad = good.clone();
-    bad[4] = 2;
+    bad[4] = 3;
     assert_eq!(
         AddrMan::deserialize(&bad),
-        Err(AddrManError::UnsupportedVersion(2))
+        Err(AddrManError::UnsupportedVersion(3))
     );
     for cut in 0..good.len() {
         assert!(AddrMan::deserialize(&good[..cut]).is_err(), "cut at {cut}");

@@ -700,3 +700,75 @@ fn one_try_opens_no_second_connection_to_a_connected_node() {
     c.handle_inbound(T0, PeerId(2), inbound, false, &key);
     assert_eq!(c.one_try(T0, inbound), None);
 }
+
+/// Groups by a small asmap: 30.0.0.0/8 and 31.0.0.0/8 are one AS, 40.0.0.0/8 another.
+fn by_as() -> NetGroups {
+    use std::net::IpAddr;
+    let bytes = crate::asmap::encode(&[
+        (IpAddr::from([30, 0, 0, 0]), 8, 64_500),
+        (IpAddr::from([31, 0, 0, 0]), 8, 64_500),
+        (IpAddr::from([40, 0, 0, 0]), 8, 64_501),
+    ])
+    .unwrap();
+    let map = crate::asmap::Asmap::from_bytes(&bytes).unwrap();
+    NetGroups::with_asmap(std::sync::Arc::new(map), false)
+}
+
+#[test]
+fn with_an_asmap_outbound_diversity_is_per_as() {
+    // Forty /16s, but only two autonomous systems among them (and 50.x unmapped, by prefix).
+    let list: Vec<NetAddr> = (0..40)
+        .map(|i| addr(&format!("{}.{}.0.1:8333", [30, 31, 40][i % 3], i)))
+        .chain((0..3).map(|i| addr(&format!("50.{i}.0.1:8333"))))
+        .collect();
+    let mut plain = ConnMan::new(no_feelers(), 1, T0);
+    let d = run_until(
+        &mut plain,
+        T0 + Duration::from_secs(30),
+        &mut book(list.clone()),
+    );
+    assert_eq!(
+        d.len(),
+        DEFAULT_TARGET_OUTBOUND,
+        "by prefix every /16 differs"
+    );
+
+    let config = Config {
+        groups: by_as(),
+        ..no_feelers()
+    };
+    let mut c = ConnMan::new(config, 1, T0);
+    let d = run_until(&mut c, T0 + Duration::from_secs(30), &mut book(list));
+    let got: BTreeSet<NetAddr> = d.iter().map(|(_, _, a, _)| *a).collect();
+    // One per AS, and one per unmapped /16.
+    assert_eq!(d.len(), 2 + 3, "{got:?}");
+    let in_as1 = got
+        .iter()
+        .filter(|a| matches!(a.host, Host::Ipv4(ip) if [30, 31].contains(&ip.octets()[0])))
+        .count();
+    assert_eq!(in_as1, 1, "{got:?}");
+}
+
+#[test]
+fn with_an_asmap_the_inbound_group_limit_is_per_as() {
+    let config = Config {
+        max_connections: 60,
+        groups: by_as(),
+        ..no_feelers()
+    };
+    let mut c = ConnMan::new(config, 1, T0);
+    let key = |g: NetGroup| g.to_bytes().iter().map(|b| u64::from(*b)).sum();
+    // Each from its own /16 (no limit by prefix), all in AS 64500.
+    for i in 0..DEFAULT_MAX_INBOUND_PER_GROUP as u64 {
+        let a = addr(&format!("{}.{i}.0.1:1", 30 + i % 2));
+        assert_eq!(
+            c.handle_inbound(T0, PeerId(i), a, false, &key),
+            InboundVerdict::Accept
+        );
+    }
+    let v = c.handle_inbound(T0, PeerId(99), addr("31.200.0.1:1"), false, &key);
+    assert_eq!(v, InboundVerdict::Refuse(RefuseReason::GroupFull));
+    // Another AS is still welcome.
+    let v = c.handle_inbound(T0, PeerId(98), addr("40.1.0.1:1"), false, &key);
+    assert_eq!(v, InboundVerdict::Accept);
+}

@@ -122,7 +122,7 @@ impl PoolView<'_> {
             stats: peer.stats(),
             addr_processed: known.addr_processed,
             addr_rate_limited: known.addr_rate_limited,
-            mapped_as: None,
+            mapped_as: self.machine.groups().mapped_as(&known.addr),
         })
     }
 

@@ -1,4 +1,5 @@
-//! The address book: `getnodeaddresses`, `addpeeraddress` and `getaddrmaninfo`.
+//! The address book: `getnodeaddresses`, `addpeeraddress`, `getaddrmaninfo` and
+//! `getrawaddrman`.
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -7,7 +8,11 @@ use peerpool_core::addr::{NetAddr, Network};
 use peerpool_net::pool::AddTried;
 use serde_json::{json, Map, Value};
 
-use super::{handler, opt, req, Call, Method};
+use peerpool_core::pool::addrman::Table;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+use super::{handler, network_name, opt, req, to_text, Call, Method, Output};
 use crate::error::{self, RpcError};
 
 pub(super) static GETNODEADDRESSES: Method = Method {
@@ -47,7 +52,7 @@ async fn getnodeaddresses(c: Call<'_>) -> Result<Value, RpcError> {
                     "services": e.services.to_u64(),
                     "address": host_string(&e.addr),
                     "port": e.addr.port,
-                    "network": e.addr.network().as_str(),
+                    "network": network_name(&e.addr),
                 })
             })
             .collect(),
@@ -136,4 +141,89 @@ async fn getaddrmaninfo(c: Call<'_>) -> Result<Value, RpcError> {
         json!({"new": t.new, "tried": t.tried, "total": t.total()}),
     );
     Ok(Value::Object(out))
+}
+
+pub(super) static GETRAWADDRMAN: Method = Method {
+    name: "getrawaddrman",
+    category: "Hidden",
+    args: &[],
+    usage: "getrawaddrman",
+    help: "Every address book entry, by table, with the bucket and position it occupies (for\n\
+monitoring tools). An entry in several new buckets appears once per bucket.\n\n\
+Result: { \"new\": { \"bucket/position\": { \"address\": str, \"mapped_as\": n (with an asmap),\n\
+\"port\": n, \"network\": str, \"services\": n, \"time\": n, \"source\": str,\n\
+\"source_network\": str, \"source_mapped_as\": n (with an asmap) }, ... }, \"tried\": { ... } }\n",
+    handler: handler!(getrawaddrman),
+};
+
+/// One occupied slot.
+#[derive(Serialize)]
+struct RawEntry {
+    address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mapped_as: Option<u32>,
+    port: u16,
+    network: &'static str,
+    services: u64,
+    time: u64,
+    source: String,
+    source_network: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_mapped_as: Option<u32>,
+}
+
+/// A table's slots in table order, keyed `"bucket/position"` as Core writes them.
+struct Slots(Vec<(usize, usize, RawEntry)>);
+
+impl Serialize for Slots {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (bucket, position, entry) in &self.0 {
+            map.serialize_entry(&format!("{bucket}/{position}"), entry)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct RawAddrMan {
+    new: Slots,
+    tried: Slots,
+}
+
+async fn getrawaddrman(c: Call<'_>) -> Result<Output, RpcError> {
+    let raw = c
+        .pool()
+        .query(|view| {
+            let machine = view.machine();
+            let groups = machine.groups();
+            let table = |t: Table| {
+                Slots(
+                    machine
+                        .addrman()
+                        .slots(t)
+                        .map(|(bucket, position, e)| {
+                            let entry = RawEntry {
+                                address: host_string(&e.addr),
+                                mapped_as: groups.mapped_as(&e.addr),
+                                port: e.addr.port,
+                                network: network_name(&e.addr),
+                                services: e.services.to_u64(),
+                                time: e.last_seen.as_secs(),
+                                source: host_string(&e.source),
+                                source_network: network_name(&e.source),
+                                source_mapped_as: groups.mapped_as(&e.source),
+                            };
+                            (bucket, position, entry)
+                        })
+                        .collect(),
+                )
+            };
+            RawAddrMan {
+                new: table(Table::New),
+                tried: table(Table::Tried),
+            }
+        })
+        .await?;
+    to_text(&raw).map(Output::Text).map_err(RpcError::internal)
 }

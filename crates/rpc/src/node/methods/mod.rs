@@ -102,6 +102,7 @@ static METHODS: &[&Method] = &[
     &addrman::ADDPEERADDRESS,
     &network::SETNETWORKACTIVE,
     &addrman::GETADDRMANINFO,
+    &addrman::GETRAWADDRMAN,
     &control::UPTIME,
     &control::HELP,
     &control::STOP,
@@ -294,6 +295,16 @@ pub(crate) fn to_text<T: serde::Serialize + ?Sized>(
     value.serialize(&mut ser)?;
     // The serializer writes UTF-8 only.
     Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Bitcoin Core's network name for an address (`GetNetworkName(GetNetClass())`): local and
+/// private addresses are `not_publicly_routable`.
+fn network_name(a: &peerpool_core::addr::NetAddr) -> &'static str {
+    use peerpool_core::addr::Network;
+    match a.network() {
+        Network::Ipv4 | Network::Ipv6 if !a.is_routable() => "not_publicly_routable",
+        n => n.as_str(),
+    }
 }
 
 fn now_secs() -> u64 {

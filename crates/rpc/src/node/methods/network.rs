@@ -49,7 +49,9 @@ pub(super) static GETNETWORKINFO: Method = Method {
     category: "Network",
     args: &[],
     usage: "getnetworkinfo",
-    help: "The node's P2P state: version, user agent, services, connections, networks, local addresses.\n",
+    help: "The node's P2P state: version, user agent, services, connections, networks, local\n\
+addresses, warnings (an array; a string with --deprecatedrpc warnings), and with --asmap the\n\
+map's SHA-256 as asmap_version.\n",
     handler: handler!(getnetworkinfo),
 };
 
@@ -57,7 +59,7 @@ async fn getnetworkinfo(c: Call<'_>) -> Result<Value, RpcError> {
     let d = &c.ctx.daemon;
     // Counted in place, and only outbound peers looked at closely: a pool of thousands of
     // inbound peers answers without a snapshot of each.
-    let (counts, mut offsets) = c
+    let (counts, mut offsets, asmap_version) = c
         .pool()
         .query(|v| {
             // Outbound peers only, as Bitcoin Core: peers that dial us cannot skew it.
@@ -69,7 +71,8 @@ async fn getnetworkinfo(c: Call<'_>) -> Result<Value, RpcError> {
                 .filter(|s| s.version != 0)
                 .map(|s| s.time_offset)
                 .collect();
-            (v.connection_counts(), offsets)
+            let asmap = v.machine().groups().asmap().map(|m| m.version_hex());
+            (v.connection_counts(), offsets, asmap)
         })
         .await?;
     let services = PeerConfig::new(d.chain.clone()).services;
@@ -94,7 +97,7 @@ async fn getnetworkinfo(c: Call<'_>) -> Result<Value, RpcError> {
         .filter(|a| !a.ip().is_unspecified())
         .map(|a| json!({ "address": a.ip().to_string(), "port": a.port(), "score": 1 }))
         .collect();
-    Ok(json!({
+    let mut info = json!({
         "version": CORE_RPC_VERSION,
         "subversion": d.user_agent,
         "protocolversion": d.chain.protocol_version,
@@ -116,7 +119,12 @@ async fn getnetworkinfo(c: Call<'_>) -> Result<Value, RpcError> {
         } else {
             json!([])
         },
-    }))
+    });
+    // With an asmap, its SHA-256 as sha256sum prints it (Core master's `asmap_version`).
+    if let (Some(version), Some(obj)) = (asmap_version, info.as_object_mut()) {
+        obj.insert("asmap_version".into(), json!(version));
+    }
+    Ok(info)
 }
 
 pub(super) static PING: Method = Method {

@@ -1,13 +1,13 @@
 //! The connections: `getpeerinfo` and `getconnectioncount`.
 
 use bitcoin::p2p::ServiceFlags;
-use peerpool_core::addr::{NetAddr, Network};
+
 use peerpool_net::pool::{ConnKind, PeerDetails};
 use peerpool_net::Direction;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{handler, to_text, Call, Method, Output};
+use super::{handler, network_name, to_text, Call, Method, Output};
 use crate::error::RpcError;
 
 pub(super) static GETPEERINFO: Method = Method {
@@ -65,15 +65,6 @@ pub(super) fn service_names(services: ServiceFlags) -> Vec<String> {
             _ => format!("UNKNOWN[2^{i}]"),
         })
         .collect()
-}
-
-/// Bitcoin Core's network name for a peer: local and private addresses are
-/// `not_publicly_routable`.
-fn network_name(a: &NetAddr) -> &'static str {
-    match a.network() {
-        Network::Ipv4 | Network::Ipv6 if !a.is_routable() => "not_publicly_routable",
-        n => n.as_str(),
-    }
 }
 
 fn secs(micros: u64) -> f64 {
