@@ -14,7 +14,8 @@
 //! - the RPC listeners in process: [`rpc::node`] (a pool behind the node JSON-RPC server) and
 //!   [`rpc::admin`] (the admin line listener);
 //! - the daemon: [`daemon`] runs the `peerpool` binary, reads its log lines and finds the
-//!   addresses it listens on; [`python`] provides the Python clients some tests point at it.
+//!   addresses it listens on; [`python`] and [`npm`] provide the Python and JavaScript
+//!   clients some tests point at it.
 //!
 //! Every wait goes through [`within`] (async) or [`eventually`] (blocking); directories come
 //! from [`tempdir!`], logs from [`init_logs`].
@@ -25,6 +26,7 @@ pub mod daemon;
 pub mod dirs;
 pub mod logs;
 pub mod loopback;
+pub mod npm;
 pub mod peer;
 pub mod pool;
 pub mod python;
