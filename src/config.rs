@@ -36,6 +36,9 @@ pub struct FileConfig {
     pub allow_local_addresses: Option<bool>,
     pub user_agent_comment: Option<Vec<String>>,
     pub log_level: Option<String>,
+    // Hardening (see `crate::logging`, `crate::guard`).
+    pub log_max_size: Option<String>,
+    pub log_keep: Option<u64>,
     // Node RPC (see `crate::rpc`).
     pub rpc_bind: Option<Vec<String>>,
     pub rpc_allow_ip: Option<Vec<String>>,
@@ -218,6 +221,8 @@ mod tests {
         ("allow-local-addresses", Kind::Bool),
         ("user-agent-comment", Kind::List),
         ("log-level", Kind::Str),
+        ("log-max-size", Kind::Str),
+        ("log-keep", Kind::U64),
         ("rpc-bind", Kind::List),
         ("rpc-allow-ip", Kind::List),
         ("rpc-user", Kind::Str),
@@ -416,6 +421,8 @@ mod tests {
             "allow-local-addresses" => s(&file.allow_local_addresses),
             "user-agent-comment" => s(&file.user_agent_comment),
             "log-level" => s(&file.log_level),
+            "log-max-size" => s(&file.log_max_size),
+            "log-keep" => s(&file.log_keep),
             "rpc-bind" => s(&file.rpc_bind),
             "rpc-allow-ip" => s(&file.rpc_allow_ip),
             "rpc-user" => s(&file.rpc_user),

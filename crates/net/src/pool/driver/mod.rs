@@ -204,7 +204,9 @@ impl Driver {
         let sleep = tokio::time::sleep_until(clock::instant_of(far()));
         tokio::pin!(sleep);
         let mut armed: Option<Time> = None;
-        let period = self.save_interval.max(Duration::from_millis(1));
+        let period = self
+            .save_interval
+            .clamp(Duration::from_millis(1), super::MAX_SAVE_INTERVAL);
         let mut save_tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut cost_tick = tokio::time::interval(GROUP_COST_INTERVAL);
