@@ -472,8 +472,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         listening: pool.listening().to_vec(),
         shutdown: shutdown.clone(),
     };
-    let _rpc = s.rpc.start(&s.file, &daemon).await?;
-    let admin = s.admin.start(&s.file, &daemon).await?;
+    let rpc = s.rpc.start(&s.file, &daemon).await?;
+    let admin = s.admin.start(&s.file, &daemon, rpc.as_ref()).await?;
     if crate::guard::test_panic_requested() {
         tokio::spawn(async { panic!("test panic requested by PEERPOOL_TEST_PANIC") });
     }

@@ -39,6 +39,7 @@ pub struct FileConfig {
     // Hardening (see `crate::logging`, `crate::guard`).
     pub log_max_size: Option<String>,
     pub log_keep: Option<u64>,
+    pub admin_auth: Option<bool>,
     // Node RPC (see `crate::rpc`).
     pub rpc_bind: Option<Vec<String>>,
     pub rpc_allow_ip: Option<Vec<String>>,
@@ -223,6 +224,7 @@ mod tests {
         ("log-level", Kind::Str),
         ("log-max-size", Kind::Str),
         ("log-keep", Kind::U64),
+        ("admin-auth", Kind::Bool),
         ("rpc-bind", Kind::List),
         ("rpc-allow-ip", Kind::List),
         ("rpc-user", Kind::Str),
@@ -423,6 +425,7 @@ mod tests {
             "log-level" => s(&file.log_level),
             "log-max-size" => s(&file.log_max_size),
             "log-keep" => s(&file.log_keep),
+            "admin-auth" => s(&file.admin_auth),
             "rpc-bind" => s(&file.rpc_bind),
             "rpc-allow-ip" => s(&file.rpc_allow_ip),
             "rpc-user" => s(&file.rpc_user),

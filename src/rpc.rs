@@ -131,23 +131,55 @@ impl ServerArgs {
     }
 }
 
-/// `peerpool rpc METHOD [ARGS...]`.
+/// Whose credentials a client of the daemon uses: given ones, or the cookie of the daemon's
+/// data directory for the chain.
 #[derive(Args, Debug)]
-pub struct ClientArgs {
+pub struct CredentialArgs {
     #[command(flatten)]
-    chain: crate::cli::ChainArgs,
+    pub chain: crate::cli::ChainArgs,
     /// Data directory of the daemon, for its cookie file. Default: ~/.peerpool
     #[arg(long, value_name = "DIR")]
     datadir: Option<PathBuf>,
-    /// The server: HOST or HOST:PORT. Default: 127.0.0.1 on the chain's RPC port.
-    #[arg(long, value_name = "ADDR")]
-    rpc_connect: Option<String>,
     /// RPC user name (default: the cookie's).
     #[arg(long, value_name = "USER")]
     rpc_user: Option<String>,
     /// RPC password (default: the cookie's).
     #[arg(long, value_name = "PASSWORD")]
     rpc_password: Option<String>,
+}
+
+impl CredentialArgs {
+    /// The chain's directory in the daemon's data directory, where the cookie is.
+    pub fn chain_dir(&self) -> anyhow::Result<PathBuf> {
+        let chain = self.chain.params()?;
+        let base = match &self.datadir {
+            Some(d) => d.clone(),
+            None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".peerpool"),
+        };
+        Ok(match chain.name.as_str() {
+            "main" => base,
+            "test" => base.join("testnet3"),
+            other => base.join(other),
+        })
+    }
+
+    /// `(user, password)`: the ones given, else the cookie's; `None` when neither is there.
+    pub fn find(&self) -> anyhow::Result<Option<(String, String)>> {
+        if let (Some(u), Some(p)) = (&self.rpc_user, &self.rpc_password) {
+            return Ok(Some((u.clone(), p.clone())));
+        }
+        Ok(auth::read_cookie(&self.chain_dir()?.join(auth::COOKIE_FILE)).ok())
+    }
+}
+
+/// `peerpool rpc METHOD [ARGS...]`.
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    #[command(flatten)]
+    credentials: CredentialArgs,
+    /// The server: HOST or HOST:PORT. Default: 127.0.0.1 on the chain's RPC port.
+    #[arg(long, value_name = "ADDR")]
+    rpc_connect: Option<String>,
     /// Pass arguments by name, as NAME=VALUE (bitcoin-cli's -named, also accepted).
     #[arg(long)]
     named: bool,
@@ -207,7 +239,7 @@ pub async fn client(args: ClientArgs) -> anyhow::Result<u8> {
     } else {
         Value::Array(rest.iter().map(|s| parse_arg(s)).collect())
     };
-    let chain = args.chain.params()?;
+    let chain = args.credentials.chain.params()?;
     let port = default_port(&chain.name);
     let target = args
         .rpc_connect
@@ -216,31 +248,15 @@ pub async fn client(args: ClientArgs) -> anyhow::Result<u8> {
     let addr = socket_addr(&target, port)
         .await
         .with_context(|| format!("--rpc-connect {target:?}"))?;
-    let (user, password) = match (args.rpc_user.clone(), args.rpc_password.clone()) {
-        (Some(u), Some(p)) => (u, p),
-        _ => {
-            let base = match &args.datadir {
-                Some(d) => d.clone(),
-                None => {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".peerpool")
-                }
-            };
-            let dir = match chain.name.as_str() {
-                "main" => base,
-                "test" => base.join("testnet3"),
-                other => base.join(other),
-            };
-            match auth::read_cookie(&dir.join(auth::COOKIE_FILE)) {
-                Ok(c) => c,
-                Err(_) => {
-                    eprintln!(
-                        "error: Could not locate RPC credentials. No authentication cookie could \
-                         be found in {}, and no --rpc-user/--rpc-password were given.",
-                        dir.display()
-                    );
-                    return Ok(1);
-                }
-            }
+    let (user, password) = match args.credentials.find()? {
+        Some(c) => c,
+        None => {
+            eprintln!(
+                "error: Could not locate RPC credentials. No authentication cookie could \
+                 be found in {}, and no --rpc-user/--rpc-password were given.",
+                args.credentials.chain_dir()?.display()
+            );
+            return Ok(1);
         }
     };
     let mut conn = match client::Client::connect(addr, Some((&user, &password))).await {

@@ -580,7 +580,10 @@ impl Conn {
                 }
             }
             PeerEvent::Misbehaved { what, score } => {
-                debug!(score, "misbehaviour: {what}");
+                crate::log_limited!(
+                    tracing::Level::DEBUG,
+                    "misbehaviour: {what} (score {score})"
+                );
                 peer.inner.session.errors.fetch_add(1, Ordering::Relaxed);
                 let units = peer.inner.config.cost.units_of_misbehaviour(what.score());
                 for f in &listeners.on_misbehaviour {

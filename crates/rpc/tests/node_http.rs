@@ -237,7 +237,7 @@ async fn huge_and_slow_clients_get_clean_errors() {
 
     // Headers that never finish: the server closes the connection after its timeout.
     let mut slow = TcpStream::connect(node.rpc_addr()).await.unwrap();
-    slow.write_all(b"POST / HTTP/1.1\r\nHost: x\r\n")
+    slow.write_all(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .unwrap();
     let mut buf = Vec::new();
@@ -251,7 +251,7 @@ async fn huge_and_slow_clients_get_clean_errors() {
     let mut slow = TcpStream::connect(node.rpc_addr()).await.unwrap();
     let auth = peerpool_rpc::node::auth::basic_header(USER, PASSWORD);
     slow.write_all(
-        format!("POST / HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: 100\r\n\r\n{{\"method\"")
+        format!("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\nContent-Length: 100\r\n\r\n{{\"method\"")
             .as_bytes(),
     )
     .await

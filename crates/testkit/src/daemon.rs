@@ -374,9 +374,13 @@ impl Doors {
         let (user, password) = self.cookie();
         let mut s = TcpStream::connect(self.rpc).expect("RPC connect");
         s.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let host = if extra.iter().any(|h| h.starts_with("Host:")) {
+            String::new()
+        } else {
+            format!("Host: {}\r\n", self.rpc)
+        };
         let mut head = format!(
-            "POST / HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-            self.rpc,
+            "POST / HTTP/1.1\r\n{host}Authorization: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
             peerpool_rpc::node::auth::basic_header(&user, &password),
             body.len()
         );
@@ -387,14 +391,7 @@ impl Doors {
         head.push_str("\r\n");
         s.write_all(head.as_bytes()).expect("RPC write");
         s.write_all(body.as_bytes()).expect("RPC write");
-        let mut answer = String::new();
-        let _ = s.read_to_string(&mut answer);
-        let status = answer.lines().next().unwrap_or_default().to_owned();
-        let body = answer
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        http_answer(&mut s)
     }
 
     /// The node RPC answers `getconnectioncount`.
@@ -418,6 +415,12 @@ impl Doors {
     /// `auth`'s first.
     pub fn admin_lines(&self, lines: &[&str]) -> Vec<String> {
         let (user, password) = self.cookie();
+        self.admin_lines_as(&user, &password, lines)
+    }
+
+    /// As [`Doors::admin_lines`], with `auth` carrying `user` and `password`; answers read
+    /// until the daemon closes the connection.
+    pub fn admin_lines_as(&self, user: &str, password: &str, lines: &[&str]) -> Vec<String> {
         let s = TcpStream::connect(self.admin).expect("admin connect");
         s.set_read_timeout(Some(WAIT)).expect("read timeout");
         let mut w = s.try_clone().expect("socket clone");
@@ -430,10 +433,24 @@ impl Doors {
             w.write_all(format!("{line}\n").as_bytes())
                 .expect("admin write");
             let mut answer = String::new();
-            r.read_line(&mut answer).expect("admin read");
+            if r.read_line(&mut answer).unwrap_or(0) == 0 {
+                break;
+            }
             out.push(answer);
         }
         out
+    }
+
+    /// `GET path` on the node RPC, no credentials: the status line and the body.
+    pub fn rpc_get(&self, path: &str) -> (String, String) {
+        let mut s = TcpStream::connect(self.rpc).expect("RPC connect");
+        s.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.rpc
+        );
+        s.write_all(head.as_bytes()).expect("RPC write");
+        http_answer(&mut s)
     }
 
     /// Every door answers: P2P (a handshake from `from`), node RPC and admin.
@@ -463,6 +480,18 @@ impl Daemon {
             chain_dir: datadir.join("regtest"),
         }
     }
+}
+
+/// An HTTP answer read to its end: the status line and the body.
+fn http_answer(s: &mut TcpStream) -> (String, String) {
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    let status = answer.lines().next().unwrap_or_default().to_owned();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// The resident set size of process `pid`, in bytes; 0 if it cannot be read.

@@ -11,7 +11,16 @@
 //!   answered with HTTP 200 and an array of replies in request order;
 //! - parameters positional or named; `POST /` and `POST /wallet/<name>` served alike;
 //! - HTTP Basic credentials ([`auth`]); bad or missing ones get 401 with `WWW-Authenticate`,
-//!   after [`AUTH_FAILURE_DELAY`] for wrong ones.
+//!   wrong ones after waiting their turn in the daemon's [`FailedAuth`] budget (250 ms each,
+//!   one at a time across every connection and listener).
+//!
+//! **Web pages.** A page open in the operator's browser can send requests to loopback, so
+//! nothing a browser sends may change state: requests carrying an `Origin` or `Sec-Fetch-*`
+//! header (which browsers add and RPC clients do not) get HTTP 403, and so do requests whose
+//! `Host` is neither an IP address nor `localhost` (a DNS-rebinding page names its own host).
+//! Methods other than the read-only ones ([`READ_ONLY_METHODS`]) further need a body sent as
+//! `Content-Type: application/json`, or with no content type at all (bitcoin-cli before 0.21
+//! sent none): a browser cannot send JSON cross-site without asking first.
 //!
 //! With [`Config::strict_jsonrpc2`] (off by default), requests that say `"jsonrpc": "2.0"`
 //! get Bitcoin Core 28's JSON-RPC 2.0 replies instead: `jsonrpc` echoed, `result` or `error`
@@ -54,9 +63,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-pub use auth::{Cookie, Credentials, RpcAuth};
+pub use auth::{Cookie, Credentials, FailedAuth, RpcAuth};
 pub use metrics::Metrics;
 /// The JSON library of requests and replies, for callers of [`client`].
 pub use serde_json;
@@ -66,9 +75,23 @@ use crate::Daemon;
 use peerpool_core::addr::Host;
 use peerpool_core::pool::banman::Subnet;
 
-/// Delay before answering wrong credentials, to slow down guessing. Bitcoin Core: the 250 ms
-/// sleep of `HTTPReq_JSONRPC`.
-pub const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(250);
+/// Delay before answering wrong credentials, to slow down guessing; see [`FailedAuth`].
+pub const AUTH_FAILURE_DELAY: Duration = FailedAuth::DELAY;
+
+/// Methods that change nothing: the only ones a request sent with another content type than
+/// JSON may call. Any other method, including ones added later, needs a JSON body.
+pub const READ_ONLY_METHODS: &[&str] = &[
+    "getpeerinfo",
+    "getaddednodeinfo",
+    "getconnectioncount",
+    "getnettotals",
+    "getnetworkinfo",
+    "listbanned",
+    "getnodeaddresses",
+    "getaddrmaninfo",
+    "uptime",
+    "help",
+];
 
 /// Default time a request has to arrive whole. Bitcoin Core: `DEFAULT_HTTP_SERVER_TIMEOUT`
 /// (30 s).
@@ -148,6 +171,7 @@ pub(crate) struct Context {
     pub(crate) daemon: Daemon,
     metrics: Arc<Metrics>,
     credentials: Credentials,
+    failed: Arc<FailedAuth>,
     strict: bool,
     timeout: Duration,
     max_body: usize,
@@ -163,6 +187,8 @@ pub struct Server {
     tracker: TaskTracker,
     cookie: Option<Cookie>,
     metrics: Arc<Metrics>,
+    credentials: Credentials,
+    failed: Arc<FailedAuth>,
     accept: Vec<JoinHandle<()>>,
 }
 
@@ -202,10 +228,12 @@ impl Server {
         };
         let stop = daemon.shutdown.child_token();
         let metrics = Arc::new(Metrics::new());
+        let failed = Arc::new(FailedAuth::counting(metrics.auth_failures()));
         let ctx = Arc::new(Context {
             daemon: daemon.clone(),
             metrics: Arc::clone(&metrics),
-            credentials,
+            credentials: credentials.clone(),
+            failed: Arc::clone(&failed),
             strict: config.strict_jsonrpc2,
             timeout: config.timeout,
             max_body: config.max_body,
@@ -244,6 +272,8 @@ impl Server {
             tracker,
             cookie,
             metrics,
+            credentials,
+            failed,
             accept,
         })
     }
@@ -261,6 +291,17 @@ impl Server {
     /// The server's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The credentials it accepts, the cookie's included: for the admin listener's `auth`.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// The failure budget its credential checks share (see [`FailedAuth`]): for the other
+    /// listeners of the daemon.
+    pub fn failed_auth(&self) -> &Arc<FailedAuth> {
+        &self.failed
     }
 
     /// Stops accepting, lets requests in progress finish, and removes the cookie.
@@ -303,7 +344,10 @@ impl Gate {
             self.router.clone()
         } else {
             // Answered rather than closed, as Bitcoin Core, so the client sees why.
-            warn!(%from, "RPC client rejected: its network is not allowed RPC access (see --rpc-allow-ip)");
+            peerpool_net::log_limited!(
+                tracing::Level::WARN,
+                "RPC client {from} rejected: its network is not allowed RPC access (see --rpc-allow-ip)"
+            );
             self.forbidden.clone()
         }
     }
@@ -383,15 +427,62 @@ async fn scrape(State(ctx): State<Arc<Context>>) -> Response {
     r
 }
 
+/// Why a request a web page may have made is refused, if it is (see the module docs).
+fn browser_refusal(headers: &HeaderMap) -> Option<&'static str> {
+    if headers.contains_key(header::ORIGIN)
+        || headers.keys().any(|k| k.as_str().starts_with("sec-fetch-"))
+    {
+        return Some("requests from web pages are refused");
+    }
+    match headers.get(header::HOST).map(HeaderValue::to_str) {
+        None => None,
+        Some(Ok(host)) if host_is_local_or_ip(host) => None,
+        Some(_) => Some("the Host header must name an IP address or localhost"),
+    }
+}
+
+/// Whether a `Host` header value (`name[:port]`, `[v6][:port]`) is an IP address or
+/// `localhost`.
+fn host_is_local_or_ip(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, _)) => return v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+/// Whether the body was sent as JSON, or without a content type.
+fn json_or_untyped(headers: &HeaderMap) -> bool {
+    match headers.get(header::CONTENT_TYPE).map(HeaderValue::to_str) {
+        None => true,
+        Some(Ok(ct)) => ct
+            .split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")),
+        Some(Err(_)) => false,
+    }
+}
+
 async fn rpc(State(ctx): State<Arc<Context>>, headers: HeaderMap, body: Body) -> Response {
+    if let Some(why) = browser_refusal(&headers) {
+        peerpool_net::log_limited!(tracing::Level::WARN, "RPC request refused: {why}");
+        return (StatusCode::FORBIDDEN, why).into_response();
+    }
     let Some(auth) = headers.get(header::AUTHORIZATION) else {
         return unauthorized();
     };
     if !auth.to_str().is_ok_and(|a| ctx.credentials.check(a)) {
-        warn!("RPC request with wrong credentials");
-        tokio::time::sleep(AUTH_FAILURE_DELAY).await;
+        peerpool_net::log_limited!(tracing::Level::WARN, "RPC request with wrong credentials");
+        ctx.failed.pay().await;
         return unauthorized();
     }
+    let json = json_or_untyped(&headers);
     let limited = http_body_util::Limited::new(body, ctx.max_body);
     let bytes: Bytes = match tokio::time::timeout(ctx.timeout, limited.collect()).await {
         Err(_) => {
@@ -433,7 +524,7 @@ async fn rpc(State(ctx): State<Arc<Context>>, headers: HeaderMap, body: Body) ->
     };
     match parsed {
         Value::Object(_) => {
-            let (status, reply) = handle_one(&ctx, parsed).await;
+            let (status, reply) = handle_one(&ctx, parsed, json).await;
             match reply {
                 Some(r) => json_response(status, r),
                 None => StatusCode::NO_CONTENT.into_response(),
@@ -442,7 +533,7 @@ async fn rpc(State(ctx): State<Arc<Context>>, headers: HeaderMap, body: Body) ->
         Value::Array(batch) => {
             let mut replies = Vec::with_capacity(batch.len());
             for request in batch {
-                if let (_, Some(r)) = handle_one(&ctx, request).await {
+                if let (_, Some(r)) = handle_one(&ctx, request, json).await {
                     replies.push(r);
                 }
             }
@@ -463,7 +554,7 @@ async fn rpc(State(ctx): State<Arc<Context>>, headers: HeaderMap, body: Body) ->
 
 /// One request object: its HTTP status alone, and its reply (`None` for a JSON-RPC 2.0
 /// notification in strict mode).
-async fn handle_one(ctx: &Context, request: Value) -> (StatusCode, Option<String>) {
+async fn handle_one(ctx: &Context, request: Value, json: bool) -> (StatusCode, Option<String>) {
     let Value::Object(mut obj) = request else {
         let err = RpcError::new(error::INVALID_REQUEST, "Invalid Request object");
         return (
@@ -476,6 +567,14 @@ async fn handle_one(ctx: &Context, request: Value) -> (StatusCode, Option<String
     let v2 = ctx.strict && obj.get("jsonrpc").and_then(Value::as_str) == Some("2.0");
     let outcome = match (obj.remove("method"), obj.remove("params")) {
         (None, _) => Err(RpcError::new(error::INVALID_REQUEST, "Missing method")),
+        (Some(Value::String(method)), _)
+            if !json && !READ_ONLY_METHODS.contains(&method.as_str()) =>
+        {
+            Err(RpcError::new(
+                error::INVALID_REQUEST,
+                format!("{method} changes state: send it with Content-Type: application/json"),
+            ))
+        }
         (Some(Value::String(method)), params) => {
             let known = methods::exists(&method);
             let r = methods::call(ctx, &method, params.unwrap_or(Value::Null)).await;
@@ -586,6 +685,47 @@ mod tests {
             .unwrap();
         let status = r.status();
         (status, r.into_body().collect().await.unwrap().to_bytes())
+    }
+
+    #[test]
+    fn browser_requests_are_told_apart_from_rpc_clients() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        for ok in [
+            &[("host", "127.0.0.1:8332")][..],
+            &[("host", "localhost")],
+            &[("host", "[::1]:18443")],
+            &[],
+        ] {
+            assert_eq!(browser_refusal(&headers(ok)), None, "{ok:?}");
+        }
+        for refused in [
+            &[("host", "127.0.0.1"), ("origin", "https://example.com")][..],
+            &[("origin", "null")],
+            &[("sec-fetch-site", "cross-site")],
+            &[("host", "evil.example:8332")],
+            &[("host", "[::1")],
+        ] {
+            assert!(browser_refusal(&headers(refused)).is_some(), "{refused:?}");
+        }
+        assert!(json_or_untyped(&headers(&[])));
+        assert!(json_or_untyped(&headers(&[(
+            "content-type",
+            "application/json; charset=utf-8"
+        )])));
+        assert!(!json_or_untyped(&headers(&[(
+            "content-type",
+            "text/plain;"
+        )])));
+        assert!(!json_or_untyped(&headers(&[(
+            "content-type",
+            "application/x-www-form-urlencoded"
+        )])));
     }
 
     #[tokio::test]

@@ -455,7 +455,11 @@ impl Driver {
                 reason,
             } => {
                 let secs = until.since(clock::now()).as_secs();
-                info!(%subnet, for_secs = secs, %reason, "banned");
+                // Misbehaviour is the peer's doing: as many lines as it likes, within a budget.
+                crate::log_limited!(
+                    tracing::Level::INFO,
+                    "banned subnet={subnet} for_secs={secs} reason={reason}"
+                );
                 PoolEvent::Banned {
                     subnet,
                     until,
