@@ -248,6 +248,7 @@ struct Settings {
     dir: PathBuf,
     log_level: String,
     log_limits: crate::logging::FileLimits,
+    max_connections: usize,
     listen: Vec<SocketAddr>,
     pool: pool::Config,
     user_agent: UserAgent,
@@ -411,6 +412,7 @@ async fn settings(args: RunArgs) -> anyhow::Result<Settings> {
         dir,
         log_level,
         log_limits,
+        max_connections: pool.machine.connman.max_connections,
         listen,
         pool,
         user_agent,
@@ -472,6 +474,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         listening: pool.listening().to_vec(),
         shutdown: shutdown.clone(),
     };
+    check_descriptors(s.max_connections);
     let rpc = s.rpc.start(&s.file, &daemon).await?;
     let admin = s.admin.start(&s.file, &daemon, rpc.as_ref()).await?;
     if crate::guard::test_panic_requested() {
@@ -506,6 +509,29 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// Descriptors kept aside for the daemon's own files (log, snapshots, lock, DNS) besides
+/// its connections. Bitcoin Core: `MIN_CORE_FILEDESCRIPTORS` (150), which also covers its
+/// databases.
+const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// Warns when the open-file limit cannot hold every connection the daemon may serve at once:
+/// P2P peers, RPC and admin connections (each listener capped), and the reserve.
+fn check_descriptors(p2p: usize) {
+    let needed = p2p as u64
+        + peerpool_rpc::node::DEFAULT_MAX_CONNECTIONS as u64
+        + peerpool_rpc::admin::MAX_CONNECTIONS as u64
+        + RESERVED_DESCRIPTORS;
+    if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        if soft < needed {
+            tracing::warn!(
+                "the open-file limit ({soft}) is below the {needed} descriptors the daemon may \
+                 need (peers, RPC and admin connections, files): raise it, or lower \
+                 --max-connections"
+            );
+        }
+    }
 }
 
 /// How long a daemon stopping after a panic waits for the rest to stop cleanly.

@@ -334,3 +334,29 @@ fn admin_auth_takes_the_node_rpc_credentials_and_the_clients_send_the_cookie() {
     let _ = events.wait();
     still_serving(&d, &doors, Ipv4Addr::new(127, 0, 125, 10));
 }
+
+// ----- items 2 and 6: batches, and connection slots -------------------------------------------
+
+#[test]
+fn idle_connections_hold_no_slot_the_operator_needs_and_batches_are_bounded() {
+    let dir = tempdir!("slots");
+    let (d, doors) = daemon(&dir, "127.0.126.1:0", &[]);
+    // More idle connections than either listener serves.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(std::net::TcpStream::connect(doors.rpc).unwrap());
+    }
+    for _ in 0..100 {
+        idle.push(std::net::TcpStream::connect(doors.admin).unwrap());
+    }
+    // A batch past the bound is refused whole, without running.
+    let big = format!(
+        "[{}]",
+        vec![r#"{"method":"getnodeaddresses","params":[0],"id":1}"#; 1001].join(",")
+    );
+    let (status, body) = doors.rpc_post(&big, &["Content-Type: application/json"]);
+    assert!(status.contains("400"), "{status}");
+    assert!(body.contains("at most 1000"), "{body}");
+    still_serving(&d, &doors, Ipv4Addr::new(127, 0, 126, 10));
+    drop(idle);
+}

@@ -7,9 +7,10 @@ use tracing::{debug, info};
 use super::commands::Context;
 use super::jsonrpc::{error_response, response, Request};
 use super::lines::{write_bytes, write_line, Line, LineReader};
-use super::{Config, Slot};
+use super::Config;
 use crate::error::{RpcError, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR};
 use crate::events::{lagged_notice, EventStream, Filter, Next};
+use crate::slots::Slot;
 
 enum Step {
     Line(std::io::Result<Option<Line>>),

@@ -55,7 +55,7 @@ pub use serde_json;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -64,6 +64,7 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use crate::node::{Credentials, FailedAuth};
+use crate::slots::Slots;
 use crate::Daemon;
 
 /// The admin listener's default port: not ElectrumX's 8000 (so both run on one host), nor
@@ -134,29 +135,6 @@ impl Default for Config {
     }
 }
 
-/// One served connection, as the slot keeping sees it.
-#[derive(Debug)]
-pub(crate) struct Slot {
-    /// When it last sent a request (or connected).
-    pub(crate) touched: Mutex<tokio::time::Instant>,
-    /// Cancelled to close it.
-    pub(crate) close: CancellationToken,
-}
-
-impl Slot {
-    /// Marks a request received.
-    pub(crate) fn touch(&self) {
-        *self.touched.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
-    }
-
-    fn touched(&self) -> tokio::time::Instant {
-        *self.touched.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// The connections served, shared by every listening address.
-type Slots = Arc<Mutex<Vec<Arc<Slot>>>>;
-
 /// A running admin listener. Dropping it leaves it running until the daemon's shutdown
 /// token is cancelled; [`AdminServer::stop`] stops it at once.
 #[derive(Debug)]
@@ -192,7 +170,7 @@ impl AdminServer {
         let stop = daemon.shutdown.child_token();
         let tasks = TaskTracker::new();
         let ctx = commands::Context { daemon };
-        let open: Slots = Arc::default();
+        let open = Slots::default();
         let mut addrs = Vec::new();
         for listener in listeners {
             addrs.push(listener.local_addr()?);
@@ -230,27 +208,14 @@ async fn accept_loop(
     open: Slots,
 ) {
     while let Some((stream, from)) = peerpool_net::next_connection(&listener, &stop).await {
-        let slot = Arc::new(Slot {
-            touched: Mutex::new(tokio::time::Instant::now()),
-            close: stop.child_token(),
-        });
-        {
-            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
-            if open.len() >= config.max_connections.max(1) {
-                if let Some(i) = (0..open.len()).min_by_key(|&i| open[i].touched()) {
-                    let idlest = open.swap_remove(i);
-                    debug!(%from, "admin listener full: closing the idlest connection for a new one");
-                    idlest.close.cancel();
-                }
-            }
-            open.push(Arc::clone(&slot));
+        let (slot, evicted) = open.take(config.max_connections, &stop);
+        if evicted {
+            debug!(%from, "admin listener full: closed the idlest connection for a new one");
         }
         let (ctx, config, open) = (ctx.clone(), config.clone(), open.clone());
         tasks.spawn(async move {
             conn::serve(stream, ctx, config, &slot).await;
-            open.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|s| !Arc::ptr_eq(s, &slot));
+            open.release(&slot);
         });
     }
 }

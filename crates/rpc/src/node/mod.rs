@@ -39,6 +39,7 @@
 
 pub mod auth;
 pub mod client;
+mod guarded;
 mod methods;
 pub mod metrics;
 
@@ -71,6 +72,7 @@ pub use metrics::Metrics;
 pub use serde_json;
 
 use crate::error::{self, RpcError};
+use crate::slots::Slots;
 use crate::Daemon;
 use peerpool_core::addr::Host;
 use peerpool_core::pool::banman::Subnet;
@@ -104,6 +106,28 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// Default number of requests handled at once. Bitcoin Core: `DEFAULT_HTTP_WORKQUEUE` (64).
 pub const DEFAULT_WORK_QUEUE: usize = 64;
 
+/// Default number of connections served at once (the work queue bounds requests, not
+/// connections); past it a newcomer takes the place of the connection quiet the longest.
+/// Bitcoin Core bounds its RPC connections by the descriptors it keeps aside for them.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
+
+/// Default time an answer may wait for the client to take it before the connection is
+/// closed: a client that does not read pays with its connection, not with our memory.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default cap on the requests of one batch. Bitcoin Core sets none; peerpool's methods are
+/// answered from the pool, and a thousand of them is more than any monitoring script sends.
+pub const DEFAULT_MAX_BATCH: usize = 1_000;
+
+/// Default cap on one reply's bytes (a whole batch's): past it, the rest of a batch is not
+/// run and is answered with errors, and a single answer is replaced by an error. Bitcoin Core:
+/// `MAX_SIZE` (32 MiB), its bound on one serialized object.
+pub const DEFAULT_MAX_REPLY: usize = 32 << 20;
+
+/// Largest request head (request line and headers) read. Bitcoin Core: `MAX_HEADERS_SIZE`
+/// (8,192 bytes), which is also the smallest buffer hyper accepts.
+pub const MAX_HEADERS_SIZE: usize = 8192;
+
 /// The RPC port Bitcoin Core uses for `network` ("main", "test", "testnet4", "signet",
 /// "regtest"); peerpool's default is the same so clients find it.
 pub fn default_port(chain_name: &str) -> u16 {
@@ -135,6 +159,14 @@ pub struct Config {
     pub work_queue: usize,
     /// Clients admitted besides loopback ones (see the module docs); empty: loopback only.
     pub allow: Vec<Subnet>,
+    /// See [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// See [`DEFAULT_WRITE_TIMEOUT`].
+    pub write_timeout: Duration,
+    /// See [`DEFAULT_MAX_BATCH`].
+    pub max_batch: usize,
+    /// See [`DEFAULT_MAX_REPLY`].
+    pub max_reply: usize,
 }
 
 impl Config {
@@ -149,6 +181,10 @@ impl Config {
             max_body: DEFAULT_MAX_BODY,
             work_queue: DEFAULT_WORK_QUEUE,
             allow: Vec::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_batch: DEFAULT_MAX_BATCH,
+            max_reply: DEFAULT_MAX_REPLY,
         }
     }
 }
@@ -175,6 +211,8 @@ pub(crate) struct Context {
     strict: bool,
     timeout: Duration,
     max_body: usize,
+    max_batch: usize,
+    max_reply: usize,
     work: Semaphore,
 }
 
@@ -237,6 +275,8 @@ impl Server {
             strict: config.strict_jsonrpc2,
             timeout: config.timeout,
             max_body: config.max_body,
+            max_batch: config.max_batch,
+            max_reply: config.max_reply,
             work: Semaphore::new(config.work_queue.max(1)),
         });
         let router = Router::new()
@@ -254,6 +294,12 @@ impl Server {
         }
         let mut addrs = Vec::new();
         let mut accept = Vec::new();
+        let conns = ConnLimits {
+            header_timeout: config.timeout,
+            write_timeout: config.write_timeout,
+            max: config.max_connections,
+            slots: Slots::default(),
+        };
         for listener in listeners {
             let addr = listener.local_addr()?;
             info!("RPC server listening on {addr}");
@@ -261,7 +307,7 @@ impl Server {
             accept.push(tokio::spawn(accept_loop(
                 listener,
                 gate.clone(),
-                config.timeout,
+                conns.clone(),
                 stop.clone(),
                 tracker.clone(),
             )));
@@ -353,23 +399,38 @@ impl Gate {
     }
 }
 
+/// How connections are kept: see [`Config`].
+#[derive(Clone)]
+struct ConnLimits {
+    header_timeout: Duration,
+    write_timeout: Duration,
+    max: usize,
+    slots: Slots,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     gate: Gate,
-    timeout: Duration,
+    limits: ConnLimits,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
     while let Some((stream, from)) = peerpool_net::next_connection(&listener, &stop).await {
         let _ = stream.set_nodelay(true);
+        let (slot, evicted) = limits.slots.take(limits.max, &stop);
+        if evicted {
+            debug!(%from, "RPC connections full: closed the idlest one for a new one");
+        }
         let service = TowerToHyperService::new(gate.routes_for(from));
-        let stop = stop.clone();
+        let limits = limits.clone();
         tracker.spawn(async move {
+            let io = guarded::Guarded::new(stream, Arc::clone(&slot), limits.write_timeout);
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(timeout)
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(MAX_HEADERS_SIZE)
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {
@@ -377,11 +438,12 @@ async fn accept_loop(
                         debug!(%from, "RPC connection ended: {e}");
                     }
                 }
-                () = stop.cancelled() => {
+                () = slot.close.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
                 }
             }
+            limits.slots.release(&slot);
         });
     }
 }
@@ -411,6 +473,13 @@ fn status_of(code: i32) -> StatusCode {
         error::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+fn reply_too_long(max: usize) -> RpcError {
+    RpcError::new(
+        error::INTERNAL_ERROR,
+        format!("reply longer than {max} bytes: not sent (ask for less at a time)"),
+    )
 }
 
 fn legacy_error(e: &RpcError, id: Value) -> String {
@@ -526,14 +595,42 @@ async fn rpc(State(ctx): State<Arc<Context>>, headers: HeaderMap, body: Body) ->
         Value::Object(_) => {
             let (status, reply) = handle_one(&ctx, parsed, json).await;
             match reply {
+                Some(r) if r.len() > ctx.max_reply => json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    legacy_error(&reply_too_long(ctx.max_reply), Value::Null),
+                ),
                 Some(r) => json_response(status, r),
                 None => StatusCode::NO_CONTENT.into_response(),
             }
         }
+        Value::Array(batch) if batch.len() > ctx.max_batch => {
+            let err = RpcError::new(
+                error::INVALID_REQUEST,
+                format!(
+                    "batch of {} requests: at most {} are taken",
+                    batch.len(),
+                    ctx.max_batch
+                ),
+            );
+            json_response(StatusCode::BAD_REQUEST, legacy_error(&err, Value::Null))
+        }
         Value::Array(batch) => {
             let mut replies = Vec::with_capacity(batch.len());
+            // Counted as they come: past the bound, the rest of the batch does not run.
+            let mut bytes = 2;
             for request in batch {
+                if bytes > ctx.max_reply {
+                    let id = request.get("id").cloned().unwrap_or(Value::Null);
+                    replies.push(legacy_error(&reply_too_long(ctx.max_reply), id));
+                    continue;
+                }
                 if let (_, Some(r)) = handle_one(&ctx, request, json).await {
+                    let r = if r.len() > ctx.max_reply {
+                        legacy_error(&reply_too_long(ctx.max_reply), Value::Null)
+                    } else {
+                        r
+                    };
+                    bytes += r.len() + 1;
                     replies.push(r);
                 }
             }
