@@ -20,7 +20,8 @@ use crate::config::{pick_list, FileConfig};
 pub struct ServerArgs {
     /// Serve the ElectrumX-style admin interface (one JSON-RPC object per line, as
     /// `electrumx_rpc --port PORT` and `peerpool admin` speak it) on this address
-    /// (repeatable). It has no authentication. Default: 127.0.0.1 and [::1] on port 8339.
+    /// (repeatable). Without --admin-auth it has no authentication. Default: 127.0.0.1 and
+    /// [::1] on port 8339.
     #[arg(long, value_name = "ADDR")]
     admin_bind: Vec<String>,
     /// Do not start the admin listener.
