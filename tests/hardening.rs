@@ -360,3 +360,68 @@ fn idle_connections_hold_no_slot_the_operator_needs_and_batches_are_bounded() {
     still_serving(&d, &doors, Ipv4Addr::new(127, 0, 126, 10));
     drop(idle);
 }
+
+// ----- items 4 and 5: peers that announce much and send little, peers that do not read --------
+
+#[test]
+fn trickled_payloads_and_slow_readers_cost_what_they_send_not_what_they_announce() {
+    use std::io::Write;
+    let dir = tempdir!("peer-memory");
+    let (d, doors) = daemon(
+        &dir,
+        "127.0.127.1:0",
+        &[
+            "--whitelist",
+            "noban@127.0.0.0/8",
+            "--max-connections",
+            "125",
+        ],
+    );
+    let baseline = d.rss();
+    // Sixty peers announce the largest payload (4 MB) and send 1 KB of it.
+    let mut trickling = Vec::new();
+    for i in 0..60u8 {
+        let mut p = peerpool_testkit::raw::BlockingRawPeer::connect_from(
+            Ipv4Addr::new(127, 0, 127, 10 + i),
+            doors.p2p,
+        )
+        .unwrap();
+        p.handshake();
+        let mut header = peerpool_testkit::raw::frame_bytes("block", &[]);
+        header[16..20].copy_from_slice(&4_000_000u32.to_le_bytes());
+        p.stream.write_all(&header).unwrap();
+        p.stream.write_all(&[0u8; 1024]).unwrap();
+        trickling.push(p);
+    }
+    // Four peers ask for pongs as fast as they can and never read them.
+    let pinger = |i: u8| {
+        let p2p = doors.p2p;
+        std::thread::spawn(move || {
+            let mut p = peerpool_testkit::raw::BlockingRawPeer::connect_from(
+                Ipv4Addr::new(127, 0, 127, 100 + i),
+                p2p,
+            )
+            .unwrap();
+            p.handshake();
+            p.stream
+                .set_write_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let ping = peerpool_testkit::raw::frame_bytes("ping", &7u64.to_le_bytes());
+            let burst = ping.repeat(1000);
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(3) {
+                if p.stream.write_all(&burst).is_err() {
+                    break;
+                }
+            }
+            p
+        })
+    };
+    let pingers: Vec<_> = (0..4).map(pinger).collect();
+    let pingers: Vec<_> = pingers.into_iter().map(|h| h.join().unwrap()).collect();
+    let grown = d.rss().saturating_sub(baseline);
+    // Before, the sixty announcements alone reserved 240 MB.
+    assert!(grown < 96 << 20, "RSS grew by {grown} B");
+    still_serving(&d, &doors, Ipv4Addr::new(127, 0, 127, 200));
+    drop((trickling, pingers));
+}
