@@ -7,7 +7,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use peerpool_rpc::admin::client::{Client, ClientError};
 use peerpool_rpc::admin::serde_json::{json, Map, Value};
-use peerpool_rpc::admin::{table, AdminServer, Config, DEFAULT_PORT};
+use peerpool_rpc::admin::{table, AdminAuth, AdminServer, Config, DEFAULT_PORT};
+use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 use crate::cli::socket_addr;
@@ -19,12 +20,18 @@ use crate::config::{pick_list, FileConfig};
 pub struct ServerArgs {
     /// Serve the ElectrumX-style admin interface (one JSON-RPC object per line, as
     /// `electrumx_rpc --port PORT` and `peerpool admin` speak it) on this address
-    /// (repeatable). It has no authentication. Default: 127.0.0.1 and [::1] on port 8339.
+    /// (repeatable). Without --admin-auth it has no authentication. Default: 127.0.0.1 and
+    /// [::1] on port 8339.
     #[arg(long, value_name = "ADDR")]
     admin_bind: Vec<String>,
     /// Do not start the admin listener.
     #[arg(long, conflicts_with = "admin_bind")]
     no_admin: bool,
+    /// Require the node RPC's credentials (cookie, --rpc-user/--rpc-password, --rpcauth) in
+    /// a first `auth` request on every admin connection; `peerpool admin` and `peerpool
+    /// events` send the cookie's by themselves.
+    #[arg(long)]
+    admin_auth: bool,
 }
 
 impl ServerArgs {
@@ -34,9 +41,20 @@ impl ServerArgs {
         &self,
         file: &FileConfig,
         daemon: &peerpool_rpc::Daemon,
+        rpc: Option<&peerpool_rpc::node::Server>,
     ) -> anyhow::Result<Option<AdminServer>> {
         if self.no_admin || (self.admin_bind.is_empty() && file.no_admin == Some(true)) {
             return Ok(None);
+        }
+        let mut config = Config::default();
+        if self.admin_auth || file.admin_auth == Some(true) {
+            let Some(rpc) = rpc else {
+                bail!("--admin-auth checks the node RPC's credentials, and the RPC server is not running (see --rpc-bind)");
+            };
+            config.auth = Some(AdminAuth {
+                credentials: rpc.credentials().clone(),
+                failed: Arc::clone(rpc.failed_auth()),
+            });
         }
         let specs = pick_list(&self.admin_bind, &file.admin_bind);
         let mut bind = Vec::new();
@@ -71,10 +89,11 @@ impl ServerArgs {
                 }
             }
         }
-        let server = AdminServer::start(listeners, daemon.clone(), Config::default())
+        let authenticated = config.auth.is_some();
+        let server = AdminServer::start(listeners, daemon.clone(), config)
             .context("starting the admin listener")?;
         for addr in server.local_addrs() {
-            if !addr.ip().is_loopback() {
+            if !addr.ip().is_loopback() && !authenticated {
                 warn!("the admin listener on {addr} is reachable from other hosts and has no authentication");
             }
             info!("admin listener on {addr}");
@@ -92,10 +111,29 @@ pub struct ConnectArgs {
     /// The admin listener's port on localhost (as electrumx_rpc's --port).
     #[arg(short, long, value_name = "PORT", conflicts_with = "admin_connect")]
     port: Option<u16>,
+    #[command(flatten)]
+    credentials: crate::rpc::CredentialArgs,
 }
 
 impl ConnectArgs {
+    /// Connects and, when credentials are at hand (given, or the daemon's cookie), sends
+    /// `auth` with them first.
     async fn connect(&self) -> anyhow::Result<Client> {
+        let mut client = self.connect_only().await?;
+        if let Some((user, password)) = self.credentials.find()? {
+            match client
+                .call("auth", json!([user, password]))
+                .await
+                .context("authenticating to the admin listener")?
+            {
+                Ok(_) => {}
+                Err(e) => bail!("the admin listener refused our credentials: {}", e.message),
+            }
+        }
+        Ok(client)
+    }
+
+    async fn connect_only(&self) -> anyhow::Result<Client> {
         let target = match (&self.admin_connect, self.port) {
             (Some(a), _) if a.contains(':') && !a.ends_with(']') => a.clone(),
             (Some(a), _) => format!("{a}:{DEFAULT_PORT}"),

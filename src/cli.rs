@@ -123,8 +123,9 @@ struct RunArgs {
     /// Most inbound peers at once, below what --max-connections leaves for them.
     #[arg(long, value_name = "N")]
     max_inbound: Option<usize>,
-    /// Seconds between saves of the address book and bans (default 900, as Bitcoin Core);
-    /// a node killed outright loses at most this much. They are also saved at shutdown.
+    /// Seconds between saves of the address book and bans (default 900, as Bitcoin Core;
+    /// 1 to 2592000, 30 days); a node killed outright loses at most this much. They are also
+    /// saved at shutdown.
     #[arg(long, value_name = "SECS")]
     save_interval: Option<u64>,
     /// Ban score at which a misbehaving peer's address is banned for 24 hours (default 100).
@@ -152,6 +153,16 @@ struct RunArgs {
     /// Default: info.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    // --- Hardening: log file size, memory budget ---
+    /// Rotate debug.log once it reaches this size: MiB, or with a K, M or G suffix (default
+    /// 64 MiB; 0: never rotate).
+    #[arg(long, value_name = "SIZE", value_parser = crate::logging::parse_size)]
+    log_max_size: Option<u64>,
+    /// Rotated log files kept (debug.log.1 ... debug.log.N; default 2, at most 100; 0: the
+    /// file starts over).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=crate::logging::MAX_LOG_KEEP as u64))]
+    log_keep: Option<u64>,
+    // --- end of hardening flags ---
     #[command(flatten)]
     rpc: crate::rpc::ServerArgs,
     #[command(flatten)]
@@ -242,6 +253,8 @@ struct Settings {
     chain: ChainParams,
     dir: PathBuf,
     log_level: String,
+    log_limits: crate::logging::FileLimits,
+    max_connections: usize,
     listen: Vec<SocketAddr>,
     pool: pool::Config,
     user_agent: UserAgent,
@@ -271,6 +284,22 @@ async fn settings(args: RunArgs) -> anyhow::Result<Settings> {
     )?;
     let log_level =
         pick(args.log_level.clone(), file.log_level.clone()).unwrap_or_else(|| "info".into());
+    let mut log_limits = crate::logging::FileLimits::default();
+    if let Some(size) = args.log_max_size {
+        log_limits.max_size = size;
+    } else if let Some(text) = &file.log_max_size {
+        log_limits.max_size =
+            crate::logging::parse_size(text).map_err(|e| anyhow::anyhow!("log-max-size {e}"))?;
+    }
+    if let Some(keep) = pick(args.log_keep, file.log_keep) {
+        if keep > crate::logging::MAX_LOG_KEEP as u64 {
+            bail!(
+                "--log-keep {keep}: at most {} files are kept",
+                crate::logging::MAX_LOG_KEEP
+            );
+        }
+        log_limits.keep = keep as usize;
+    }
 
     let proxy = match pick(args.proxy.clone(), file.proxy.clone()) {
         None => None,
@@ -372,10 +401,10 @@ async fn settings(args: RunArgs) -> anyhow::Result<Settings> {
         file.dnsseed.unwrap_or(true)
     };
     if let Some(secs) = pick(args.save_interval, file.save_interval) {
-        if secs == 0 {
-            bail!("--save-interval must be at least 1 second");
-        }
-        pool.save_interval = std::time::Duration::from_secs(secs);
+        pool.save_interval = std::time::Duration::from_secs(
+            save_interval_secs(&secs.to_string())
+                .map_err(|e| anyhow::anyhow!("--save-interval {e}"))?,
+        );
     }
     pool.proxy = proxy;
     if let Some(path) = pick(args.asmap.clone(), file.asmap.clone()) {
@@ -397,6 +426,8 @@ async fn settings(args: RunArgs) -> anyhow::Result<Settings> {
         chain,
         dir,
         log_level,
+        log_limits,
+        max_connections: pool.machine.connman.max_connections,
         listen,
         pool,
         user_agent,
@@ -410,7 +441,11 @@ async fn settings(args: RunArgs) -> anyhow::Result<Settings> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let signal = wait_for_signal();
     let s = settings(args).await?;
-    crate::logging::init(&s.log_level, Some(&s.dir.join("debug.log")))?;
+    // Before anything is written there: a second daemon must not touch the first's files.
+    let _lock = crate::guard::DirLock::acquire(&s.dir)?;
+    crate::logging::init(&s.log_level, Some((&s.dir.join("debug.log"), s.log_limits)))?;
+    let shutdown = CancellationToken::new();
+    crate::guard::stop_on_panic(shutdown.clone());
     if let Some(map) = &s.pool.asmap {
         info!("Using asmap version {} for IP bucketing", map.version_hex());
     }
@@ -434,7 +469,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e).with_context(|| format!("binding P2P listener on {addr}")),
         }
     }
-    let shutdown = CancellationToken::new();
     let user_agent = peer.user_agent.to_string();
     let pool = Pool::start(
         s.pool,
@@ -458,20 +492,78 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         listening: pool.listening().to_vec(),
         shutdown: shutdown.clone(),
     };
-    let _rpc = s.rpc.start(&s.file, &daemon).await?;
-    let admin = s.admin.start(&s.file, &daemon).await?;
-    // `stop` over RPC cancels the token, as a signal does.
+    check_descriptors(s.max_connections);
+    let rpc = s.rpc.start(&s.file, &daemon).await?;
+    let admin = s.admin.start(&s.file, &daemon, rpc.as_ref()).await?;
+    if crate::guard::test_panic_requested() {
+        tokio::spawn(async { panic!("test panic requested by PEERPOOL_TEST_PANIC") });
+    }
+    // `stop` over RPC cancels the token, as a signal does, and so does a panic.
     tokio::select! {
         () = signal => {}
         () = shutdown.cancelled() => {}
     }
     info!("shutting down");
-    if let Some(admin) = admin {
-        admin.stop().await;
+    let stopping = async {
+        if let Some(admin) = admin {
+            admin.stop().await;
+        }
+        pool.stop().await;
+    };
+    match crate::guard::panicked() {
+        // A panicked task may be one that the rest waits for: the stop gets a bound.
+        Some(reason) => {
+            if tokio::time::timeout(PANIC_STOP_TIMEOUT, stopping)
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    "the daemon did not stop within {PANIC_STOP_TIMEOUT:?} after a panic"
+                );
+            }
+            bail!("stopped after a panic: {reason}");
+        }
+        None => stopping.await,
     }
-    pool.stop().await;
     info!("stopped");
     Ok(())
+}
+
+/// Descriptors kept aside for the daemon's own files (log, snapshots, lock, DNS) besides
+/// its connections. Bitcoin Core: `MIN_CORE_FILEDESCRIPTORS` (150), which also covers its
+/// databases.
+const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// Warns when the open-file limit cannot hold every connection the daemon may serve at once:
+/// P2P peers, RPC and admin connections (each listener capped), and the reserve.
+fn check_descriptors(p2p: usize) {
+    let needed = p2p as u64
+        + peerpool_rpc::node::DEFAULT_MAX_CONNECTIONS as u64
+        + peerpool_rpc::admin::MAX_CONNECTIONS as u64
+        + RESERVED_DESCRIPTORS;
+    if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        if soft < needed {
+            tracing::warn!(
+                "the open-file limit ({soft}) is below the {needed} descriptors the daemon may \
+                 need (peers, RPC and admin connections, files): raise it, or lower \
+                 --max-connections"
+            );
+        }
+    }
+}
+
+/// How long a daemon stopping after a panic waits for the rest to stop cleanly.
+const PANIC_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A `--save-interval` in seconds: 1 to [`pool::MAX_SAVE_INTERVAL`].
+fn save_interval_secs(text: &str) -> Result<u64, String> {
+    let max = pool::MAX_SAVE_INTERVAL.as_secs();
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err("must be at least 1 second".into()),
+        Ok(n) if n <= max => Ok(n),
+        Ok(n) => Err(format!("{n} is more than {max} seconds (30 days)")),
+        Err(_) => Err(format!("{text:?} is not a number of seconds")),
+    }
 }
 
 /// A future that resolves on Ctrl-C or SIGTERM. The handlers are installed when this is

@@ -7,6 +7,7 @@ mod admin;
 mod cli;
 mod config;
 mod demo;
+mod guard;
 mod logging;
 mod node;
 mod rpc;

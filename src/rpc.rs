@@ -36,10 +36,11 @@ pub struct ServerArgs {
     /// it (repeatable).
     #[arg(long, value_name = "ENTRY")]
     rpcauth: Vec<String>,
-    /// Answer requests that say "jsonrpc": "2.0" with strict JSON-RPC 2.0 replies (Bitcoin
-    /// Core 28 and later); off by default, for older clients.
-    #[arg(long)]
-    rpc_strict_jsonrpc2: bool,
+    /// Answer requests that say "jsonrpc": "2.0" with JSON-RPC 2.0 replies, as Bitcoin Core
+    /// 28 and later (the default). --rpc-strict-jsonrpc2=false gives every request the older
+    /// replies, for clients that say "2.0" yet read replies the old way.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    rpc_strict_jsonrpc2: Option<bool>,
     /// Give back a result shape Bitcoin Core has since changed, as Core's -deprecatedrpc
     /// (repeatable): `warnings` (getnetworkinfo's warnings as a string, as before Core 28),
     /// `startingheight` (accepted; getpeerinfo always has it).
@@ -110,8 +111,10 @@ impl ServerArgs {
         if password.is_none() {
             config.cookie_dir = daemon.data_dir.clone();
         }
-        config.strict_jsonrpc2 =
-            self.rpc_strict_jsonrpc2 || file.rpc_strict_jsonrpc2.unwrap_or(false);
+        config.strict_jsonrpc2 = self
+            .rpc_strict_jsonrpc2
+            .or(file.rpc_strict_jsonrpc2)
+            .unwrap_or(true);
         let mut deprecated = Vec::new();
         for name in pick_list(&self.deprecatedrpc, &file.deprecatedrpc) {
             deprecated.push(name.parse::<Deprecation>()?);
@@ -142,23 +145,55 @@ impl ServerArgs {
     }
 }
 
-/// `peerpool rpc METHOD [ARGS...]`.
+/// Whose credentials a client of the daemon uses: given ones, or the cookie of the daemon's
+/// data directory for the chain.
 #[derive(Args, Debug)]
-pub struct ClientArgs {
+pub struct CredentialArgs {
     #[command(flatten)]
-    chain: crate::cli::ChainArgs,
+    pub chain: crate::cli::ChainArgs,
     /// Data directory of the daemon, for its cookie file. Default: ~/.peerpool
     #[arg(long, value_name = "DIR")]
     datadir: Option<PathBuf>,
-    /// The server: HOST or HOST:PORT. Default: 127.0.0.1 on the chain's RPC port.
-    #[arg(long, value_name = "ADDR")]
-    rpc_connect: Option<String>,
     /// RPC user name (default: the cookie's).
     #[arg(long, value_name = "USER")]
     rpc_user: Option<String>,
     /// RPC password (default: the cookie's).
     #[arg(long, value_name = "PASSWORD")]
     rpc_password: Option<String>,
+}
+
+impl CredentialArgs {
+    /// The chain's directory in the daemon's data directory, where the cookie is.
+    pub fn chain_dir(&self) -> anyhow::Result<PathBuf> {
+        let chain = self.chain.params()?;
+        let base = match &self.datadir {
+            Some(d) => d.clone(),
+            None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".peerpool"),
+        };
+        Ok(match chain.name.as_str() {
+            "main" => base,
+            "test" => base.join("testnet3"),
+            other => base.join(other),
+        })
+    }
+
+    /// `(user, password)`: the ones given, else the cookie's; `None` when neither is there.
+    pub fn find(&self) -> anyhow::Result<Option<(String, String)>> {
+        if let (Some(u), Some(p)) = (&self.rpc_user, &self.rpc_password) {
+            return Ok(Some((u.clone(), p.clone())));
+        }
+        Ok(auth::read_cookie(&self.chain_dir()?.join(auth::COOKIE_FILE)).ok())
+    }
+}
+
+/// `peerpool rpc METHOD [ARGS...]`.
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    #[command(flatten)]
+    credentials: CredentialArgs,
+    /// The server: HOST or HOST:PORT. Default: 127.0.0.1 on the chain's RPC port.
+    #[arg(long, value_name = "ADDR")]
+    rpc_connect: Option<String>,
     /// Pass arguments by name, as NAME=VALUE (bitcoin-cli's -named, also accepted).
     #[arg(long)]
     named: bool,
@@ -218,7 +253,7 @@ pub async fn client(args: ClientArgs) -> anyhow::Result<u8> {
     } else {
         Value::Array(rest.iter().map(|s| parse_arg(s)).collect())
     };
-    let chain = args.chain.params()?;
+    let chain = args.credentials.chain.params()?;
     let port = default_port(&chain.name);
     let target = args
         .rpc_connect
@@ -227,31 +262,15 @@ pub async fn client(args: ClientArgs) -> anyhow::Result<u8> {
     let addr = socket_addr(&target, port)
         .await
         .with_context(|| format!("--rpc-connect {target:?}"))?;
-    let (user, password) = match (args.rpc_user.clone(), args.rpc_password.clone()) {
-        (Some(u), Some(p)) => (u, p),
-        _ => {
-            let base = match &args.datadir {
-                Some(d) => d.clone(),
-                None => {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".peerpool")
-                }
-            };
-            let dir = match chain.name.as_str() {
-                "main" => base,
-                "test" => base.join("testnet3"),
-                other => base.join(other),
-            };
-            match auth::read_cookie(&dir.join(auth::COOKIE_FILE)) {
-                Ok(c) => c,
-                Err(_) => {
-                    eprintln!(
-                        "error: Could not locate RPC credentials. No authentication cookie could \
-                         be found in {}, and no --rpc-user/--rpc-password were given.",
-                        dir.display()
-                    );
-                    return Ok(1);
-                }
-            }
+    let (user, password) = match args.credentials.find()? {
+        Some(c) => c,
+        None => {
+            eprintln!(
+                "error: Could not locate RPC credentials. No authentication cookie could \
+                 be found in {}, and no --rpc-user/--rpc-password were given.",
+                args.credentials.chain_dir()?.display()
+            );
+            return Ok(1);
         }
     };
     let mut conn = match client::Client::connect(addr, Some((&user, &password))).await {

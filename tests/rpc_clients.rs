@@ -3,9 +3,9 @@
 //! typed methods, and npm's `bitcoin-core` under Node.js (installed under the target directory
 //! on first use). python-bitcoinrpc has its own file, `rpc_python.rs`.
 //!
-//! Each library runs twice: against a daemon that answers as Core before 28 (the default) and
-//! against one started with `--rpc-strict-jsonrpc2`, which answers requests that say
-//! `"jsonrpc": "2.0"` as Core 28+ does. The Rust libraries send `"jsonrpc": "2.0"` with every
+//! Each library runs twice: against a daemon that answers requests that say
+//! `"jsonrpc": "2.0"` as Core 28+ does (the default), and against one started with
+//! `--rpc-strict-jsonrpc2=false`, which answers every request as Core before 28. The Rust libraries send `"jsonrpc": "2.0"` with every
 //! request, so they meet both kinds of reply; `bitcoin-core` sends no `jsonrpc` member and gets
 //! the older replies either way.
 //!
@@ -33,9 +33,10 @@ const CORE_VERSION: usize = 310_000;
 /// How the daemon answers requests that say `"jsonrpc": "2.0"`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Replies {
-    /// As Core before 28 (the default): `result`, `error` and `id` in every reply.
+    /// As Core before 28 (`--rpc-strict-jsonrpc2=false`): `result`, `error` and `id` in
+    /// every reply.
     Legacy,
-    /// As Core 28+ (`--rpc-strict-jsonrpc2`): JSON-RPC 2.0 replies.
+    /// As Core 28+ (the default): JSON-RPC 2.0 replies.
     Strict,
 }
 
@@ -70,8 +71,8 @@ impl Net {
         let (peer1, addr1, _) = daemon(&tempdir!(&format!("{name}-peer1")), &[]);
         let (peer2, addr2, _) = daemon(&tempdir!(&format!("{name}-peer2")), &[]);
         let mut flags = vec!["--rpc-user", USER, "--rpc-password", PASSWORD];
-        if replies == Replies::Strict {
-            flags.push("--rpc-strict-jsonrpc2");
+        if replies == Replies::Legacy {
+            flags.push("--rpc-strict-jsonrpc2=false");
         }
         let started = Instant::now();
         let (node, _, rpc) = daemon(&tempdir!(&format!("{name}-node")), &flags);
@@ -419,7 +420,8 @@ mod corepc {
             [port(onetry), port(add)].contains(&book[0].port),
             "{book:?}"
         );
-        assert_eq!(book[0].network, "ipv4");
+        // Core's network class: loopback is not publicly routable.
+        assert_eq!(book[0].network, "not_publicly_routable");
 
         // setban (Core's default ban time), listbanned with Core 22's fields, clearbanned.
         rpc.set_ban("127.0.0.99", SetBanCommand::Add).unwrap();

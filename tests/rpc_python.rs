@@ -1,6 +1,6 @@
 //! Real clients against a real daemon: python-bitcoinrpc's `AuthServiceProxy` unchanged (in
-//! a virtualenv under the target directory, made and filled from PyPI when missing), with and
-//! without `--rpc-strict-jsonrpc2`, and `peerpool rpc` as bitcoin-cli is used. The other
+//! a virtualenv under the target directory, made and filled from PyPI when missing), with the
+//! daemon's JSON-RPC 2.0 replies on (the default) and off, and `peerpool rpc` as bitcoin-cli is used. The other
 //! client libraries are in `rpc_clients.rs`.
 
 use std::path::{Path, PathBuf};
@@ -43,7 +43,8 @@ fn python() -> PathBuf {
 
 /// Runs `tests/rpc/authproxy_check.py` against a node with user and password and two peers for
 /// it, all without automatic connections (every connection is one the script asked for);
-/// `strict` starts the node with `--rpc-strict-jsonrpc2`.
+/// `strict` leaves the node's JSON-RPC 2.0 replies on (the default); otherwise it starts
+/// with `--rpc-strict-jsonrpc2=false`.
 fn authproxy_session(name: &str, strict: bool) {
     let py = python();
     let quiet = ["--target-outbound", "0"];
@@ -51,8 +52,8 @@ fn authproxy_session(name: &str, strict: bool) {
     let (_peer2, peer2, _) = start_daemon(&tempdir!(&format!("{name}-peer2")), &quiet);
     let mut flags = vec!["--rpc-user", "pyuser", "--rpc-password", "pypass"];
     flags.extend(quiet);
-    if strict {
-        flags.push("--rpc-strict-jsonrpc2");
+    if !strict {
+        flags.push("--rpc-strict-jsonrpc2=false");
     }
     let (mut node, _, rpc) = start_daemon(&tempdir!(&format!("{name}-node")), &flags);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rpc/authproxy_check.py");

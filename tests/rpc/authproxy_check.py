@@ -1,7 +1,8 @@
 """Drives a peerpool daemon with python-bitcoinrpc's AuthServiceProxy, unchanged.
 
 Usage: authproxy_check.py RPC_URL WRONG_URL ONETRY_PEER ADD_PEER [strict]
-With `strict`, the daemon runs with --rpc-strict-jsonrpc2. Exits non-zero with a message on the
+With `strict`, the daemon gives JSON-RPC 2.0 replies (its default); without, it runs with
+--rpc-strict-jsonrpc2=false. Exits non-zero with a message on the
 first mismatch.
 """
 import sys

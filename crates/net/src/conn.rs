@@ -36,6 +36,17 @@ const READS_PER_TURN: usize = 8;
 /// keeps 10,000 idle peers within 4 KB each.
 pub(crate) const IDLE_SHRINK_AFTER: Duration = Duration::from_secs(1);
 
+/// Send backlog (bytes held in the write buffer) past which nothing more is read from the
+/// peer until it drains: a peer that reads slower than it asks (pings answered by pongs,
+/// `getaddr`) stops being answered instead of growing its backlog. Bitcoin Core:
+/// `DEFAULT_MAXSENDBUFFER` (1,000 KB), past which it stops processing the peer's messages.
+const PAUSE_READS_AT: usize = 1_000_000;
+
+/// Written bytes at the front of the write buffer past which it is compacted (moved down) as
+/// it drains, rather than only once empty: a buffer always written in part would otherwise
+/// only grow.
+const COMPACT_AFTER: usize = 64 * 1024;
+
 /// Write buffer capacity up to which a connection's queues are given back as soon as it waits,
 /// without waiting out [`IDLE_SHRINK_AFTER`]: growing such small queues again costs next to
 /// nothing, and a freshly handshaken peer (a few hundred bytes of handshake) should hold
@@ -176,8 +187,11 @@ impl Conn {
                 continue;
             }
             let unwritten = self.wbuf.len() - self.wpos;
-            if unwritten > self.peer.inner.config.max_send_buffer {
-                self.disconnect(DisconnectReason::SendQueueFull { queued: unwritten });
+            // What the buffer holds, written bytes not yet compacted away included: that is
+            // the memory the peer costs.
+            let held = self.wbuf.len();
+            if held > self.peer.inner.config.max_send_buffer {
+                self.disconnect(DisconnectReason::SendQueueFull { queued: held });
                 continue;
             }
             // About to wait: once idle for a while, keep no spare queue capacity.
@@ -222,7 +236,7 @@ impl Conn {
                 sleep.as_mut().reset(at);
             }
             let want_write = self.wpos < self.wbuf.len();
-            let reading = self.held.is_none() && !paused;
+            let reading = self.held.is_none() && !paused && unwritten <= PAUSE_READS_AT;
             // Socket readiness is polled in place rather than through `readable()` and
             // `writable()` futures: those would make every idle connection's task some 300
             // bytes larger.
@@ -334,12 +348,12 @@ impl Conn {
                 // for exactly that payload, and bytes beyond it would make it reallocate.
                 let needed = self.decoder.needed(self.rbuf.len());
                 if self.decoder.in_payload() && needed >= scratch.len() {
-                    // A large payload: the decoder sized the buffer for it, so read straight
-                    // into it rather than through the scratch buffer (one copy less).
-                    if self.rbuf.capacity() - self.rbuf.len() < needed {
-                        self.rbuf.reserve(needed);
-                    }
-                    let mut limited = (&mut self.rbuf).limit(needed);
+                    // A large payload: read straight into its buffer rather than through the
+                    // scratch buffer (one copy less), into the room the decoder made. That
+                    // room grows with what arrives, so a peer announcing 4 MB and trickling
+                    // it costs what it sent, not 4 MB.
+                    let room = self.rbuf.capacity() - self.rbuf.len();
+                    let mut limited = (&mut self.rbuf).limit(needed.min(room.max(1)));
                     match self.stream.try_read_buf(&mut limited) {
                         Ok(0) => return Err(DisconnectReason::RemoteClosed),
                         Ok(_) => {
@@ -580,7 +594,10 @@ impl Conn {
                 }
             }
             PeerEvent::Misbehaved { what, score } => {
-                debug!(score, "misbehaviour: {what}");
+                crate::log_limited!(
+                    tracing::Level::DEBUG,
+                    "misbehaviour: {what} (score {score})"
+                );
                 peer.inner.session.errors.fetch_add(1, Ordering::Relaxed);
                 let units = peer.inner.config.cost.units_of_misbehaviour(what.score());
                 for f in &listeners.on_misbehaviour {
@@ -658,6 +675,11 @@ impl Conn {
             // Kept for the next burst; given back once the connection has been idle for
             // `IDLE_SHRINK_AFTER` (see `drive`).
             self.wbuf.clear();
+        } else if self.wpos >= COMPACT_AFTER && self.wpos * 2 >= self.wbuf.len() {
+            // Half or more of it is written: move the rest down, so the buffer's size follows
+            // the backlog rather than everything queued since it was last empty.
+            self.wbuf.drain(..self.wpos);
+            self.wpos = 0;
         }
         if self
             .notices

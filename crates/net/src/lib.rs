@@ -60,6 +60,11 @@ mod listeners;
 mod peer;
 pub mod persist;
 pub mod pool;
+pub mod ratelog;
+
+/// For [`log_limited!`]: the `tracing` its expansion calls.
+#[doc(hidden)]
+pub use tracing as __tracing;
 
 pub use accept::{accept_loop, dial, dial_from, next_connection, AcceptLimits};
 pub use config::{Config, NewestBlock};

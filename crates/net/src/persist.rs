@@ -43,6 +43,14 @@
 //! - [`LoadError::Io`] when the path cannot be read at all (permissions, a directory in the
 //!   way). Nothing is moved: what is there may not be ours to move.
 //!
+//! A snapshot is only ever a regular file of bounded size. The path is opened without
+//! waiting (a FIFO would otherwise block the start until a writer comes), and anything that
+//! is not a regular file once opened (a FIFO, a device such as `/dev/zero` behind a symbolic
+//! link, a socket) is [`Corruption::NotAFile`]; a file longer than the header and the
+//! largest payload the caller allows ([`load_bounded`]) is [`Corruption::TooLarge`] and is
+//! judged from its size alone, before any of it is read. Both are set aside like any other
+//! damage (the link or FIFO itself is renamed; what it points to is never touched).
+//!
 //! Neither error is a reason to stop: a node without its address book or bans can still start,
 //! so callers log the error and carry on empty. The same goes for a payload that passes these
 //! checks but that the state's own decoder refuses (say, a newer format): [`move_aside`] is
@@ -145,6 +153,17 @@ pub enum Corruption {
     /// The SHA-256 does not match.
     #[error("checksum mismatch")]
     ChecksumMismatch,
+    /// Not a regular file: a FIFO, a device, a socket.
+    #[error("not a regular file ({0})")]
+    NotAFile(&'static str),
+    /// Longer than any snapshot of its kind can be.
+    #[error("{len} bytes is more than a snapshot of this kind can hold ({max} at most)")]
+    TooLarge {
+        /// File length.
+        len: u64,
+        /// The largest file accepted.
+        max: u64,
+    },
     /// A sound file of another kind.
     #[error("holds {found:?} data, expected {expected:?}")]
     WrongKind {
@@ -259,33 +278,127 @@ fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Largest payload [`load`] accepts: far above any snapshot peerpool writes, small enough that
+/// reading one cannot exhaust memory.
+pub const DEFAULT_MAX_PAYLOAD: u64 = 32 << 20;
+
 /// Reads the snapshot of `kind` at `path`: `Ok(None)` if there is none. A damaged file or one
-/// of another kind is an error and is moved aside; see the module docs.
+/// of another kind is an error and is moved aside; see the module docs. Payloads above
+/// [`DEFAULT_MAX_PAYLOAD`] count as damage; [`load_bounded`] sets another bound.
 pub fn load(path: &Path, kind: &str) -> Result<Option<Vec<u8>>, LoadError> {
+    load_bounded(path, kind, DEFAULT_MAX_PAYLOAD)
+}
+
+/// As [`load`], with payloads above `max_payload` bytes refused (and set aside) before any
+/// of the file is read.
+pub fn load_bounded(
+    path: &Path,
+    kind: &str,
+    max_payload: u64,
+) -> Result<Option<Vec<u8>>, LoadError> {
     let expected = kind_field(kind).ok_or_else(|| LoadError::InvalidKind(kind.to_owned()))?;
-    let mut data = match fs::read(path) {
-        Ok(data) => data,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(LoadError::Io {
-                path: path.to_owned(),
-                source,
-            })
-        }
+    let io_error = |source| LoadError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let max = max_payload.saturating_add(HEADER_LEN as u64);
+    let mut data = match read_regular(path, max) {
+        Ok(Some(data)) => data,
+        Ok(None) => return Ok(None),
+        Err(Refused::Io(e)) => return Err(io_error(e)),
+        Err(Refused::Bad(problem)) => return Err(set_aside(path, problem)),
     };
     if let Err(problem) = check(&data, &expected) {
-        let aside = match move_aside(path) {
-            Ok(to) => Aside::Moved(to),
-            Err(e) => Aside::NotMoved(e),
-        };
-        return Err(LoadError::Corrupt {
-            path: path.to_owned(),
-            problem,
-            aside,
-        });
+        return Err(set_aside(path, problem));
     }
     data.drain(..HEADER_LEN);
     Ok(Some(data))
+}
+
+/// Why [`read_regular`] read nothing.
+enum Refused {
+    /// The path could not be opened or read.
+    Io(io::Error),
+    /// What is there is no snapshot, whatever its bytes.
+    Bad(Corruption),
+}
+
+/// The bytes of the regular file at `path`, at most `max` of them; `Ok(None)` if there is
+/// nothing at `path`.
+fn read_regular(path: &Path, max: u64) -> Result<Option<Vec<u8>>, Refused> {
+    use std::io::Read;
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // A FIFO opened for reading waits for a writer; without waiting, it opens at once
+        // and is refused below for what it is.
+        options.custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+    }
+    let file = match options.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Refused::Io(e)),
+    };
+    let meta = file.metadata().map_err(Refused::Io)?;
+    if meta.is_dir() {
+        // A directory in the way is not ours to move (see the module docs).
+        return Err(Refused::Io(io::Error::other("is a directory")));
+    }
+    if !meta.is_file() {
+        return Err(Refused::Bad(Corruption::NotAFile(file_type_name(&meta))));
+    }
+    if meta.len() > max {
+        return Err(Refused::Bad(Corruption::TooLarge {
+            len: meta.len(),
+            max,
+        }));
+    }
+    // The size can change between the look and the read: the read is bounded all the same.
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut data)
+        .map_err(Refused::Io)?;
+    if data.len() as u64 > max {
+        return Err(Refused::Bad(Corruption::TooLarge {
+            len: data.len() as u64,
+            max,
+        }));
+    }
+    Ok(Some(data))
+}
+
+/// What a file that is not a regular one is, for the error.
+fn file_type_name(meta: &fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    "a special file"
+}
+
+/// Moves the file at `path` aside and makes the error that says so.
+fn set_aside(path: &Path, problem: Corruption) -> LoadError {
+    let aside = match move_aside(path) {
+        Ok(to) => Aside::Moved(to),
+        Err(e) => Aside::NotMoved(e),
+    };
+    LoadError::Corrupt {
+        path: path.to_owned(),
+        problem,
+        aside,
+    }
 }
 
 /// Checks the header of `data` against its payload and the kind expected.

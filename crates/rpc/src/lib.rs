@@ -17,6 +17,7 @@ pub mod admin;
 pub mod error;
 pub mod events;
 pub mod node;
+mod slots;
 
 pub use error::RpcError;
 

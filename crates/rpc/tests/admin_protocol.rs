@@ -88,6 +88,10 @@ async fn requests_split_over_packets_or_sharing_one_are_all_answered_in_order() 
 async fn bad_requests_get_json_rpc_errors_and_the_connection_goes_on() {
     let (_pool, addr) = listener(51, Config::default()).await;
     let mut c = Raw::connect(addr).await;
+    // Once a client has spoken JSON-RPC, its bad lines are answered and reading goes on.
+    c.send(b"{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"peer_count\"}\n")
+        .await;
+    assert_eq!(c.answer().await["result"], 0);
     let deep = [vec![b'['; 5000], b"\n".to_vec()].concat();
     let cases: &[(&[u8], i32)] = &[
         (b"this is not json\n", PARSE_ERROR),
@@ -162,6 +166,9 @@ async fn a_huge_line_is_refused_and_skipped() {
     };
     let (_pool, addr) = listener(52, config).await;
     let mut c = Raw::connect(addr).await;
+    c.send(b"{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"peer_count\"}\n")
+        .await;
+    assert_eq!(c.answer().await["result"], 0);
     // Ten times the limit, sent in pieces, then a normal request on the same line's heels.
     let huge = format!(
         "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"log\",\"params\":[\"{}\"]}}\n",
@@ -227,7 +234,38 @@ async fn a_client_that_never_reads_is_dropped_and_others_are_served() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn connections_beyond_the_limit_are_told_and_closed() {
+async fn a_first_line_that_is_no_request_closes_the_connection() {
+    let (_pool, addr) = listener(55, Config::default()).await;
+    // A browser's POST: its request line comes first, the JSON body last.
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"disconnect","params":{"session_ids":["all"]}}"#;
+    let post = format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\n\r\n{body}\n",
+        body.len()
+    );
+    let mut c = Raw::connect(addr).await;
+    c.send(post.as_bytes()).await;
+    assert_eq!(c.answer().await["error"]["code"], PARSE_ERROR);
+    assert!(
+        within("the end", c.lines.next_line())
+            .await
+            .unwrap()
+            .is_none(),
+        "the body was read after an HTTP request line"
+    );
+    // JSON that is no request, first: closed too.
+    let mut c = Raw::connect(addr).await;
+    c.send(b"[1,2]\n{\"id\":1,\"method\":\"peer_count\"}\n")
+        .await;
+    assert!(c.answer().await["error"].is_object());
+    assert!(within("the end", c.lines.next_line())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_listener_closes_its_idlest_connection_for_a_newcomer() {
     let config = Config {
         max_connections: 2,
         ..Config::default()
@@ -236,29 +274,87 @@ async fn connections_beyond_the_limit_are_told_and_closed() {
     let mut a = Client::connect(addr).await.unwrap();
     let mut b = Client::connect(addr).await.unwrap();
     call(&mut a, "peer_count", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
     call(&mut b, "peer_count", json!({})).await;
-    let mut c = Raw::connect(addr).await;
-    let refused = c.answer().await;
-    assert_eq!(
-        refused["error"]["code"],
-        peerpool_rpc::error::INTERNAL_ERROR
-    );
-    assert!(within("the end", c.lines.next_line())
+    // `a` has been quiet the longest: the newcomer takes its place.
+    let mut c = Client::connect(addr).await.unwrap();
+    assert_eq!(call(&mut c, "peer_count", json!({})).await, 0);
+    assert!(within("a's end", a.call("peer_count", json!({})))
+        .await
+        .is_err());
+    call(&mut b, "peer_count", json!({})).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_are_closed_and_auth_gates_the_rest() {
+    use peerpool_rpc::admin::AdminAuth;
+    use peerpool_rpc::node::{Credentials, FailedAuth};
+    let config = Config {
+        idle_timeout: Duration::from_millis(300),
+        auth: Some(AdminAuth {
+            credentials: Credentials::default().with_password("op", "secret"),
+            failed: std::sync::Arc::new(FailedAuth::default()),
+        }),
+        ..Config::default()
+    };
+    let (_pool, addr) = listener(56, config).await;
+    let mut idle = Raw::connect(addr).await;
+    assert!(within("the idle end", idle.lines.next_line())
         .await
         .unwrap()
         .is_none());
-    // A place freed is a place taken again.
-    drop(a);
-    within("a free place", async {
-        loop {
-            let mut d = Client::connect(addr).await.unwrap();
-            if let Ok(Ok(n)) = d.call("peer_count", json!({})).await {
-                assert_eq!(n, 0);
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    call(&mut b, "peer_count", json!({})).await;
+    // No auth first: refused and closed.
+    let mut c = Client::connect(addr).await.unwrap();
+    let refused = within("refusal", c.call("peer_count", json!({})))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(refused.message.contains("authenticate first"), "{refused}");
+    assert!(within("the end", c.call("peer_count", json!({})))
+        .await
+        .is_err());
+    // Wrong credentials: refused and closed.
+    let mut c = Client::connect(addr).await.unwrap();
+    let wrong = within("refusal", c.call("auth", json!(["op", "guess"])))
+        .await
+        .unwrap();
+    assert!(wrong.is_err());
+    assert!(within("the end", c.call("peer_count", json!({})))
+        .await
+        .is_err());
+    // The right ones, by position or by name.
+    for params in [
+        json!(["op", "secret"]),
+        json!({"user": "op", "password": "secret"}),
+    ] {
+        let mut c = Client::connect(addr).await.unwrap();
+        assert_eq!(call(&mut c, "auth", params).await, true);
+        assert_eq!(call(&mut c, "peer_count", json!({})).await, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batches_are_bounded_in_requests_and_answer_bytes() {
+    let config = Config {
+        max_batch: 10,
+        max_reply: 2_000,
+        ..Config::default()
+    };
+    let (_pool, addr) = listener(57, config).await;
+    let mut c = Raw::connect(addr).await;
+    let one = r#"{"jsonrpc":"2.0","id":1,"method":"getinfo"}"#;
+    let batch = |n: usize| format!("[{}]\n", vec![one; n].join(","));
+    c.send(batch(11).as_bytes()).await;
+    assert_eq!(c.answer().await["error"]["code"], INVALID_REQUEST);
+    // getinfo answers run to a few hundred bytes: the first few are run, the rest refused.
+    c.send(batch(10).as_bytes()).await;
+    let answers = c.answer().await;
+    let answers = answers.as_array().unwrap();
+    assert_eq!(answers.len(), 10);
+    let run = answers.iter().filter(|a| a["result"].is_object()).count();
+    assert!((1..10).contains(&run), "{run} run");
+    assert!(answers[9]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("longer than 2000"));
 }

@@ -25,9 +25,11 @@ async fn post(node: &Node, body: &str) -> (u16, Value) {
     (r.status.as_u16(), r.json().unwrap())
 }
 
+/// With JSON-RPC 2.0 replies off, every request gets the envelope of Core before 28; by
+/// default, so does every request that does not say "2.0" (checked again on a default node).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envelope_follows_core_before_28() {
-    let node = Node::start().await;
+    let node = Node::start_with(|c| c.strict_jsonrpc2 = false).await;
     let cases: Vec<(&str, u16, Value)> = vec![
         (
             r#"{"method":"getconnectioncount","id":7}"#,
@@ -109,9 +111,14 @@ async fn envelope_follows_core_before_28() {
         ),
         ("[]", 200, json!([])),
     ];
+    let default = Node::start().await;
     for (body, status, expected) in cases {
         let (got_status, got) = post(&node, body).await;
         assert_eq!((got_status, &got), (status, &expected), "{body:?}");
+        if !body.contains(r#""2.0""#) {
+            let (got_status, got) = post(&default, body).await;
+            assert_eq!((got_status, &got), (status, &expected), "default: {body:?}");
+        }
     }
     // The wallet path is served alike.
     let mut c = node.client().await;
@@ -129,8 +136,8 @@ async fn envelope_follows_core_before_28() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn strict_jsonrpc2_is_a_switch() {
-    let node = Node::start_with(|c| c.strict_jsonrpc2 = true).await;
+async fn jsonrpc2_replies_by_default() {
+    let node = Node::start().await;
     let cases: Vec<(&str, u16, Option<Value>)> = vec![
         (
             r#"{"jsonrpc":"2.0","method":"getconnectioncount","id":1}"#,
@@ -237,7 +244,7 @@ async fn huge_and_slow_clients_get_clean_errors() {
 
     // Headers that never finish: the server closes the connection after its timeout.
     let mut slow = TcpStream::connect(node.rpc_addr()).await.unwrap();
-    slow.write_all(b"POST / HTTP/1.1\r\nHost: x\r\n")
+    slow.write_all(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .unwrap();
     let mut buf = Vec::new();
@@ -251,7 +258,7 @@ async fn huge_and_slow_clients_get_clean_errors() {
     let mut slow = TcpStream::connect(node.rpc_addr()).await.unwrap();
     let auth = peerpool_rpc::node::auth::basic_header(USER, PASSWORD);
     slow.write_all(
-        format!("POST / HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: 100\r\n\r\n{{\"method\"")
+        format!("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\nContent-Length: 100\r\n\r\n{{\"method\"")
             .as_bytes(),
     )
     .await

@@ -13,9 +13,9 @@
 
 use std::any::type_name;
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::str::FromStr;
 use std::sync::mpsc;
@@ -51,9 +51,19 @@ impl Binary {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        self.start_with_env(args, &[])
+    }
+
+    /// As [`Binary::start`], with `env` added to the environment.
+    pub fn start_with_env<I, S>(self, args: I, env: &[(&str, &str)]) -> Daemon
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut child = self
             .command()
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -319,6 +329,182 @@ impl Daemon {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reaping the killed daemon");
     }
+}
+
+/// Where a daemon serves, to check that it still does after an attack: its P2P listener,
+/// node RPC, admin listener and the chain's data directory (for the cookie).
+#[derive(Clone, Debug)]
+pub struct Doors {
+    /// The P2P listener.
+    pub p2p: SocketAddr,
+    /// The node RPC.
+    pub rpc: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// `<datadir>/<chain>`, where the cookie is.
+    pub chain_dir: PathBuf,
+}
+
+impl Doors {
+    /// The cookie's `(user, password)`.
+    pub fn cookie(&self) -> (String, String) {
+        peerpool_rpc::node::auth::read_cookie(&self.chain_dir.join(".cookie"))
+            .expect("reading the daemon's cookie")
+    }
+
+    /// A peer from `from` completes a handshake (the daemon's `verack` arrives).
+    pub fn p2p_serves(&self, from: Ipv4Addr) {
+        let mut raw = BlockingRawPeer::connect_from(from, self.p2p).expect("P2P connect");
+        raw.handshake();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !seen.windows(7).any(|w| w == b"verack\0") {
+            let n = raw
+                .stream
+                .read(&mut buf)
+                .expect("reading the daemon's handshake");
+            assert!(n > 0, "the daemon closed a handshaking peer");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// `body` posted to the node RPC with the cookie and `extra` header lines: the status
+    /// line and the body of the answer.
+    pub fn rpc_post(&self, body: &str, extra: &[&str]) -> (String, String) {
+        let (user, password) = self.cookie();
+        let mut s = TcpStream::connect(self.rpc).expect("RPC connect");
+        s.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let host = if extra.iter().any(|h| h.starts_with("Host:")) {
+            String::new()
+        } else {
+            format!("Host: {}\r\n", self.rpc)
+        };
+        let mut head = format!(
+            "POST / HTTP/1.1\r\n{host}Authorization: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            peerpool_rpc::node::auth::basic_header(&user, &password),
+            body.len()
+        );
+        for h in extra {
+            head.push_str(h);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).expect("RPC write");
+        s.write_all(body.as_bytes()).expect("RPC write");
+        http_answer(&mut s)
+    }
+
+    /// The node RPC answers `getconnectioncount`.
+    pub fn rpc_serves(&self) {
+        let (status, body) = self.rpc_post(
+            r#"{"method":"getconnectioncount","id":1}"#,
+            &["Content-Type: application/json"],
+        );
+        assert!(status.contains("200"), "RPC: {status} {body}");
+        assert!(body.contains("\"result\""), "RPC: {body}");
+    }
+
+    /// The admin listener answers `getinfo` (after `auth` with the cookie, which a listener
+    /// without `--admin-auth` accepts too).
+    pub fn admin_serves(&self) {
+        let answer = self.admin_lines(&[r#"{"jsonrpc":"2.0","id":1,"method":"getinfo"}"#]);
+        assert!(answer[1].contains("\"result\""), "admin: {answer:?}");
+    }
+
+    /// Sends `auth` with the cookie, then `lines`, one answer read per line: the answers,
+    /// `auth`'s first.
+    pub fn admin_lines(&self, lines: &[&str]) -> Vec<String> {
+        let (user, password) = self.cookie();
+        self.admin_lines_as(&user, &password, lines)
+    }
+
+    /// As [`Doors::admin_lines`], with `auth` carrying `user` and `password`; answers read
+    /// until the daemon closes the connection.
+    pub fn admin_lines_as(&self, user: &str, password: &str, lines: &[&str]) -> Vec<String> {
+        let s = TcpStream::connect(self.admin).expect("admin connect");
+        s.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let mut w = s.try_clone().expect("socket clone");
+        let mut r = BufReader::new(s);
+        let auth = format!(
+            r#"{{"jsonrpc":"2.0","id":0,"method":"auth","params":["{user}","{password}"]}}"#
+        );
+        let mut out = Vec::new();
+        for line in std::iter::once(auth.as_str()).chain(lines.iter().copied()) {
+            w.write_all(format!("{line}\n").as_bytes())
+                .expect("admin write");
+            let mut answer = String::new();
+            if r.read_line(&mut answer).unwrap_or(0) == 0 {
+                break;
+            }
+            out.push(answer);
+        }
+        out
+    }
+
+    /// `GET path` on the node RPC, no credentials: the status line and the body.
+    pub fn rpc_get(&self, path: &str) -> (String, String) {
+        let mut s = TcpStream::connect(self.rpc).expect("RPC connect");
+        s.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.rpc
+        );
+        s.write_all(head.as_bytes()).expect("RPC write");
+        http_answer(&mut s)
+    }
+
+    /// Every door answers: P2P (a handshake from `from`), node RPC and admin.
+    pub fn all_serve(&self, from: Ipv4Addr) {
+        self.p2p_serves(from);
+        self.rpc_serves();
+        self.admin_serves();
+    }
+}
+
+impl Daemon {
+    /// The resident set size of the process, in bytes (Linux `/proc`).
+    pub fn rss(&self) -> u64 {
+        rss_of(self.child.id())
+    }
+
+    /// A regtest daemon's three doors from its log lines: P2P, node RPC and admin, and its
+    /// data directory `datadir`.
+    pub fn doors(&mut self, datadir: &Path) -> Doors {
+        let p2p = self.listening(WAIT);
+        let rpc = self.rpc_addr(WAIT).parse().expect("RPC address");
+        let admin = SocketAddr::from(([127, 0, 0, 1], self.admin_port(WAIT)));
+        Doors {
+            p2p,
+            rpc,
+            admin,
+            chain_dir: datadir.join("regtest"),
+        }
+    }
+}
+
+/// An HTTP answer read to its end: the status line and the body.
+fn http_answer(s: &mut TcpStream) -> (String, String) {
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    let status = answer.lines().next().unwrap_or_default().to_owned();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The resident set size of process `pid`, in bytes; 0 if it cannot be read.
+pub fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }
 
 impl Drop for Daemon {

@@ -32,6 +32,10 @@ pub const HEADER_LEN: usize = 24;
 /// connection before any of the payload is read.
 pub const MAX_PAYLOAD_LEN: u32 = 4_000_000;
 
+/// Payload buffer room added at least at a time while a payload arrives (see
+/// [`FrameDecoder::decode`]).
+const PAYLOAD_STEP: usize = 64 * 1024;
+
 /// A message command: up to 12 ASCII bytes, NUL-padded on the wire.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Command([u8; 12]);
@@ -279,7 +283,8 @@ impl FrameDecoder {
     /// Returns `Ok(None)` when more bytes are needed. A non-fatal error (bad checksum, bad
     /// command) consumes the offending frame, so decoding can go on with the next call; after a
     /// fatal one the stream is out of sync and must be dropped. Never reserves memory in `buf`
-    /// beyond one header and one payload of the announced (validated) length.
+    /// beyond one header and one payload of the announced (validated) length, and for a
+    /// payload still arriving no more than twice what has arrived (at least 64 KiB).
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
         let header = match self.pending {
             Some(h) => h,
@@ -304,14 +309,17 @@ impl FrameDecoder {
         };
         let length = header.length as usize;
         if buf.len() < length {
-            if buf.capacity() < length {
-                // Not `buf.reserve`: it grows by doubling the old allocation, and keeps the
-                // bytes already consumed in front of the read position, so after a 3 MB frame
-                // a 4 MB one made it allocate 6 MB. Move the partial payload into a buffer of
-                // exactly the announced size instead (a copy of at most one read's worth).
-                let mut exact = BytesMut::with_capacity(length);
-                exact.extend_from_slice(buf);
-                *buf = exact;
+            // Room for what has arrived and as much again (at least a step), never the
+            // announced length at once: a peer announcing the largest payload and sending it
+            // a byte at a time costs what it sent. Not `buf.reserve`, which keeps consumed
+            // bytes in front of the read position: the partial payload moves into a buffer
+            // of its own (a copy per doubling).
+            // Grown only once full, so the room left is read into before any copy.
+            let want = length.min(buf.len().saturating_mul(2).max(PAYLOAD_STEP));
+            if buf.capacity() == buf.len() || buf.capacity() < PAYLOAD_STEP.min(length) {
+                let mut grown = BytesMut::with_capacity(want);
+                grown.extend_from_slice(buf);
+                *buf = grown;
             }
             return Ok(None);
         }
@@ -403,6 +411,21 @@ mod tests {
         let mut buf = BytesMut::from(&header[..]);
         assert_eq!(d.decode(&mut buf).unwrap(), None);
         assert_eq!(d.needed(buf.len()), MAX_PAYLOAD_LEN as usize);
+    }
+
+    #[test]
+    fn a_payload_buffer_grows_with_what_arrives() {
+        let mut header = frame_bytes("block", &[]);
+        header[16..20].copy_from_slice(&MAX_PAYLOAD_LEN.to_le_bytes());
+        let mut d = FrameDecoder::new(magic());
+        let mut buf = BytesMut::from(&header[..]);
+        assert_eq!(d.decode(&mut buf).unwrap(), None);
+        buf.extend_from_slice(&[0; 100]);
+        assert_eq!(d.decode(&mut buf).unwrap(), None);
+        assert!(buf.capacity() < 256 * 1024, "{}", buf.capacity());
+        buf.extend_from_slice(&vec![0; 1 << 20]);
+        assert_eq!(d.decode(&mut buf).unwrap(), None);
+        assert!(buf.capacity() <= 4 << 20 && buf.capacity() >= 2 << 20);
     }
 
     #[test]

@@ -113,6 +113,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bitcoin Core: `DUMP_PEERS_INTERVAL` (15 minutes).
 pub const DEFAULT_SAVE_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
+/// Longest save interval honoured (30 days); a longer one is taken as this. The daemon
+/// refuses longer ones at parse time.
+pub const MAX_SAVE_INTERVAL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Requests from handles that may wait for the driver; senders wait beyond that.
 const REQUEST_CAPACITY: usize = 256;
 
@@ -161,7 +165,7 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Directory of `peers.dat` and `banlist.dat`; `None` keeps nothing across restarts.
     pub data_dir: Option<PathBuf>,
-    /// See [`DEFAULT_SAVE_INTERVAL`].
+    /// See [`DEFAULT_SAVE_INTERVAL`]; at most [`MAX_SAVE_INTERVAL`].
     pub save_interval: Duration,
     /// Extra cap on inbound connections, below what the machine's slots allow; reaching it
     /// works as full slots do (a newcomer evicts an unprotected peer, or is refused). Sets

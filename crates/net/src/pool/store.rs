@@ -14,6 +14,14 @@ pub const PEERS_FILE: &str = "peers.dat";
 /// File name of the ban list in the data directory (Bitcoin Core's name).
 pub const BANS_FILE: &str = "banlist.dat";
 
+/// Largest address book payload read: [`addrman::MAX_ENTRIES`] entries of at most 135 bytes
+/// each (two 35-byte addresses, services, four times, attempts, table, and eight bucket
+/// numbers; see the book's codec) and the fixed fields, rounded up. Bitcoin Core bounds its
+/// `peers.dat` the same way, by its fixed table size.
+const MAX_PEERS_PAYLOAD: u64 = 12 << 20;
+/// Largest ban list payload read: a million bans, far beyond any real list.
+const MAX_BANS_PAYLOAD: u64 = 32 << 20;
+
 /// Snapshot kind tags (see [`persist`]).
 const PEERS_KIND: &str = "peers";
 const BANS_KIND: &str = "banlist";
@@ -65,35 +73,35 @@ impl Store {
         config: &addrman::Config,
         rng: fastrand::Rng,
     ) -> (Option<AddrMan>, Option<BanList>) {
-        let book = read(&self.peers, PEERS_KIND, "address book").and_then(|bytes| {
-            match AddrMan::deserialize_with(&bytes, config.clone(), rng) {
-                Ok(book) => {
-                    info!(
-                        "loaded {} addresses from {}",
-                        book.size(),
-                        self.peers.display()
-                    );
-                    Some(book)
-                }
-                Err(e) => {
-                    refused(&self.peers, "address book", &e);
-                    None
-                }
-            }
-        });
-        let bans =
-            read(&self.bans, BANS_KIND, "ban list").and_then(|bytes| {
-                match BanList::decode(&bytes) {
-                    Ok(bans) => {
-                        info!("loaded {} bans from {}", bans.len(), self.bans.display());
-                        Some(bans)
+        let book =
+            read(&self.peers, PEERS_KIND, MAX_PEERS_PAYLOAD, "address book").and_then(|bytes| {
+                match AddrMan::deserialize_with(&bytes, config.clone(), rng) {
+                    Ok(book) => {
+                        info!(
+                            "loaded {} addresses from {}",
+                            book.size(),
+                            self.peers.display()
+                        );
+                        Some(book)
                     }
                     Err(e) => {
-                        refused(&self.bans, "ban list", &e);
+                        refused(&self.peers, "address book", &e);
                         None
                     }
                 }
             });
+        let bans = read(&self.bans, BANS_KIND, MAX_BANS_PAYLOAD, "ban list").and_then(|bytes| {
+            match BanList::decode(&bytes) {
+                Ok(bans) => {
+                    info!("loaded {} bans from {}", bans.len(), self.bans.display());
+                    Some(bans)
+                }
+                Err(e) => {
+                    refused(&self.bans, "ban list", &e);
+                    None
+                }
+            }
+        });
         (book, bans)
     }
 
@@ -118,8 +126,8 @@ impl Store {
 }
 
 /// The payload of a snapshot file, or `None` (first start, or a damaged file, reported).
-fn read(path: &Path, kind: &str, what: &str) -> Option<Vec<u8>> {
-    match persist::load(path, kind) {
+fn read(path: &Path, kind: &str, max: u64, what: &str) -> Option<Vec<u8>> {
+    match persist::load_bounded(path, kind, max) {
         Ok(found) => found,
         Err(e) => {
             error!("{what} not loaded, starting without it: {e}");

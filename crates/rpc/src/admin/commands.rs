@@ -50,6 +50,7 @@ pub const PAUSED_PRIORITY: u32 = 11;
 
 /// The methods of the admin listener, for `METHOD_NOT_FOUND` messages and `help`.
 pub const METHODS: &[&str] = &[
+    "auth",
     "getinfo",
     "sessions",
     "groups",

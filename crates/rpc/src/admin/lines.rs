@@ -77,7 +77,17 @@ pub async fn write_line<W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     let mut bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
     bytes.push(b'\n');
-    match tokio::time::timeout(timeout, wr.write_all(&bytes)).await {
+    write_bytes(wr, &bytes, timeout).await
+}
+
+/// Writes `line`, its newline included, as [`write_line`] does. One write: a newline sent on
+/// its own would wait for the line's acknowledgement.
+pub async fn write_bytes<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    line: &[u8],
+    timeout: Duration,
+) -> io::Result<()> {
+    match tokio::time::timeout(timeout, wr.write_all(line)).await {
         Ok(r) => r,
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,

@@ -21,8 +21,27 @@
 //! and an event subscriber that falls behind the bus is dropped with a `lagged` notice. None
 //! of this ever waits on, or blocks, the pool.
 //!
-//! The listener has no authentication: it binds loopback addresses by default
-//! ([`DEFAULT_PORT`] on `127.0.0.1` and `[::1]`).
+//! **Work and memory per request.** A batch holds at most [`Config::max_batch`] requests, and
+//! an answer line at most [`Config::max_reply`] bytes: once a batch's answers reach it, its
+//! remaining requests are not run and are answered with an error, and a single answer past it
+//! is replaced by one. A connection has one answer in flight at a time, so a client that never
+//! reads holds at most one line of memory, for at most [`Config::write_timeout`].
+//!
+//! **Other protocols, web pages.** A connection whose first line is not a JSON-RPC request
+//! (an HTTP request line from a browser's POST, a header) is closed at that line, so a web
+//! page cannot drive the listener through the body of its request.
+//!
+//! **Authentication.** With [`Config::auth`], the first request must be `auth` with the node
+//! RPC's credentials (`{"user": .., "password": ..}` or `[user, password]`); anything else, or
+//! wrong credentials (after waiting their turn in the shared [`FailedAuth`] budget), closes the
+//! connection. Without it, `auth` is accepted and answered `true`, so clients may always send
+//! it. The listener binds loopback addresses by default ([`DEFAULT_PORT`] on `127.0.0.1` and
+//! `[::1]`).
+//!
+//! **Slots.** At most [`Config::max_connections`] connections are served; when all are taken
+//! a newcomer takes the place of the connection that has sent nothing for the longest, so idle
+//! connections never lock the operator out. A connection that sends no request for
+//! [`Config::idle_timeout`] (and is not subscribed to events) is closed.
 
 pub mod client;
 pub mod commands;
@@ -36,7 +55,6 @@ pub use serde_json;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,7 +63,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use crate::{Daemon, RpcError};
+use crate::node::{Credentials, FailedAuth};
+use crate::slots::Slots;
+use crate::Daemon;
 
 /// The admin listener's default port: not ElectrumX's 8000 (so both run on one host), nor
 /// any built-in chain's P2P or RPC port.
@@ -59,8 +79,19 @@ pub const MAX_LINE_LENGTH: usize = 1_000_000;
 /// is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Admin connections served at once; more are told so and closed on arrival.
+/// Admin connections served at once; a newcomer past them takes the place of the idlest.
 pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a connection may send no request before it is closed (subscribers excepted).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most requests in one batch: peerpool's own bound (ElectrumX's client sends one request a
+/// line), far above what an operator's script batches.
+pub const MAX_BATCH: usize = 1_000;
+
+/// Longest answer line, in bytes: room for `peers` over a full address book, whose answer
+/// runs to about 400 bytes an entry.
+pub const MAX_REPLY: usize = 32 << 20;
 
 /// Settings of the admin listener.
 #[derive(Clone, Debug)]
@@ -71,6 +102,23 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// See [`IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
+    /// See [`MAX_BATCH`].
+    pub max_batch: usize,
+    /// See [`MAX_REPLY`].
+    pub max_reply: usize,
+    /// Credentials the first request (`auth`) must carry; `None`: no authentication.
+    pub auth: Option<AdminAuth>,
+}
+
+/// What `auth` checks, and what its failures pay.
+#[derive(Clone, Debug)]
+pub struct AdminAuth {
+    /// The node RPC's credentials (cookie, user and password, rpcauth entries).
+    pub credentials: Credentials,
+    /// The daemon's shared budget of failed attempts.
+    pub failed: Arc<FailedAuth>,
 }
 
 impl Default for Config {
@@ -79,6 +127,10 @@ impl Default for Config {
             max_line_length: MAX_LINE_LENGTH,
             write_timeout: WRITE_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
+            idle_timeout: IDLE_TIMEOUT,
+            max_batch: MAX_BATCH,
+            max_reply: MAX_REPLY,
+            auth: None,
         }
     }
 }
@@ -118,7 +170,7 @@ impl AdminServer {
         let stop = daemon.shutdown.child_token();
         let tasks = TaskTracker::new();
         let ctx = commands::Context { daemon };
-        let open = Arc::new(AtomicUsize::new(0));
+        let open = Slots::default();
         let mut addrs = Vec::new();
         for listener in listeners {
             addrs.push(listener.local_addr()?);
@@ -153,28 +205,17 @@ async fn accept_loop(
     config: Config,
     stop: CancellationToken,
     tasks: TaskTracker,
-    open: Arc<AtomicUsize>,
+    open: Slots,
 ) {
     while let Some((stream, from)) = peerpool_net::next_connection(&listener, &stop).await {
-        if open.fetch_add(1, Ordering::AcqRel) >= config.max_connections {
-            open.fetch_sub(1, Ordering::AcqRel);
-            debug!(%from, "admin listener full: closing a new connection");
-            // Said without waiting: a client that cannot take one line now learns it by the
-            // connection's end alone.
-            let error = jsonrpc::error_response(
-                serde_json::Value::Null,
-                &RpcError::internal(format!(
-                    "too many admin connections (at most {})",
-                    config.max_connections
-                )),
-            );
-            let _ = stream.try_write(format!("{error}\n").as_bytes());
-            continue;
+        let (slot, evicted) = open.take(config.max_connections, &stop);
+        if evicted {
+            debug!(%from, "admin listener full: closed the idlest connection for a new one");
         }
-        let (ctx, config, stop, open) = (ctx.clone(), config.clone(), stop.clone(), open.clone());
+        let (ctx, config, open) = (ctx.clone(), config.clone(), open.clone());
         tasks.spawn(async move {
-            conn::serve(stream, ctx, config, stop).await;
-            open.fetch_sub(1, Ordering::AcqRel);
+            conn::serve(stream, ctx, config, &slot).await;
+            open.release(&slot);
         });
     }
 }

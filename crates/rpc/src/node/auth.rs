@@ -9,6 +9,9 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -112,6 +115,20 @@ impl Credentials {
         self.pairs.is_empty() && self.rpcauth.is_empty()
     }
 
+    /// Whether `user` with `password` is accepted.
+    pub fn check_pair(&self, user: &str, password: &str) -> bool {
+        // Every entry is tried, so the time taken does not tell which matched.
+        let mut ok = false;
+        for (u, p) in &self.pairs {
+            ok |= constant_time_eq(u.as_bytes(), user.as_bytes())
+                & constant_time_eq(p.as_bytes(), password.as_bytes());
+        }
+        for entry in &self.rpcauth {
+            ok |= entry.accepts(user, password);
+        }
+        ok
+    }
+
     /// Whether an `Authorization` header value carries accepted Basic credentials.
     pub fn check(&self, header: &str) -> bool {
         let Some(encoded) = header
@@ -129,16 +146,43 @@ impl Credentials {
         let Some((user, password)) = text.split_once(':') else {
             return false;
         };
-        // Every entry is tried, so the time taken does not tell which matched.
-        let mut ok = false;
-        for (u, p) in &self.pairs {
-            ok |= constant_time_eq(u.as_bytes(), user.as_bytes())
-                & constant_time_eq(p.as_bytes(), password.as_bytes());
+        self.check_pair(user, password)
+    }
+}
+
+/// What every failed credential check pays, shared by all the listeners of a daemon (node RPC
+/// and admin): a wait of [`FailedAuth::DELAY`] taken one failure at a time, so that
+/// guesses cost the same however many connections carry them (at most four a second in all),
+/// and a count for `/metrics`.
+#[derive(Debug, Default)]
+pub struct FailedAuth {
+    turn: tokio::sync::Mutex<()>,
+    count: Counter,
+}
+
+impl FailedAuth {
+    /// Delay per failed attempt. Bitcoin Core: the 250 ms sleep of `HTTPReq_JSONRPC` (there
+    /// per request; here in turn with every other failure).
+    pub const DELAY: Duration = Duration::from_millis(250);
+
+    /// A budget whose failures count in `count`.
+    pub fn counting(count: Counter) -> FailedAuth {
+        FailedAuth {
+            turn: tokio::sync::Mutex::new(()),
+            count,
         }
-        for entry in &self.rpcauth {
-            ok |= entry.accepts(user, password);
-        }
-        ok
+    }
+
+    /// Counts a failure and waits its turn and its delay.
+    pub async fn pay(&self) {
+        self.count.inc();
+        let _turn = self.turn.lock().await;
+        tokio::time::sleep(FailedAuth::DELAY).await;
+    }
+
+    /// Failures so far.
+    pub fn count(&self) -> u64 {
+        self.count.get()
     }
 }
 

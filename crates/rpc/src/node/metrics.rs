@@ -39,6 +39,7 @@ pub struct Metrics {
     evictions: Counter,
     disconnects: Family<Labels, Counter>,
     rpc_calls: Family<Labels, Counter>,
+    auth_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -62,6 +63,7 @@ impl Metrics {
             evictions: Counter::default(),
             disconnects: Family::default(),
             rpc_calls: Family::default(),
+            auth_failures: Counter::default(),
         };
         registry.register(
             "peers",
@@ -104,8 +106,18 @@ impl Metrics {
             "RPC calls by method and outcome",
             m.rpc_calls.clone(),
         );
+        registry.register(
+            "auth_failures",
+            "Failed credential checks on the node RPC and the admin listener",
+            m.auth_failures.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         m
+    }
+
+    /// The counter of failed credential checks, for [`super::auth::FailedAuth::counting`].
+    pub fn auth_failures(&self) -> Counter {
+        self.auth_failures.clone()
     }
 
     /// Counts one RPC call (`method` is `other` for unknown names).

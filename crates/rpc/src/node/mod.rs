@@ -12,12 +12,22 @@
 //! - parameters positional or named; `POST /` and everything under `POST /wallet/` (the empty
 //!   wallet name too) served alike;
 //! - HTTP Basic credentials ([`auth`]); bad or missing ones get 401 with `WWW-Authenticate`,
-//!   after [`AUTH_FAILURE_DELAY`] for wrong ones.
+//!   wrong ones after waiting their turn in the daemon's [`FailedAuth`] budget (250 ms each,
+//!   one at a time across every connection and listener).
 //!
-//! With [`Config::strict_jsonrpc2`] (off by default), requests that say `"jsonrpc": "2.0"`
-//! get Bitcoin Core 28's JSON-RPC 2.0 replies instead: `jsonrpc` echoed, `result` or `error`
-//! only, HTTP 200 for RPC errors, and no reply at all to notifications (requests without an
-//! `id`).
+//! **Web pages.** A page open in the operator's browser can send requests to loopback, so
+//! nothing a browser sends may change state: requests carrying an `Origin` or `Sec-Fetch-*`
+//! header (which browsers add and RPC clients do not) get HTTP 403, and so do requests whose
+//! `Host` is neither an IP address nor `localhost` (a DNS-rebinding page names its own host).
+//! Methods other than the read-only ones ([`READ_ONLY_METHODS`]) further need a body sent as
+//! `Content-Type: application/json`, or with no content type at all (bitcoin-cli before 0.21
+//! sent none): a browser cannot send JSON cross-site without asking first.
+//!
+//! Requests that say `"jsonrpc": "2.0"` get JSON-RPC 2.0 replies, as from Bitcoin Core 28 on:
+//! `jsonrpc` echoed, `result` or `error` only, HTTP 200 for RPC errors, and no reply at all to
+//! notifications (requests without an `id`). Requests without it (`"1.0"`, `"1.1"`, none) get
+//! the replies above. [`Config::strict_jsonrpc2`] off gives every request the older replies,
+//! for clients that say "2.0" yet read replies the old way (python-bitcoinrpc's batches).
 //!
 //! Connections are kept alive. Every request must arrive whole within [`Config::timeout`]
 //! (headers and body), bodies are capped at [`Config::max_body`], and at most
@@ -32,6 +42,7 @@
 pub mod auth;
 pub mod client;
 pub mod deprecated;
+mod guarded;
 mod methods;
 pub mod metrics;
 
@@ -56,21 +67,37 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-pub use auth::{Cookie, Credentials, RpcAuth};
+pub use auth::{Cookie, Credentials, FailedAuth, RpcAuth};
 pub use metrics::Metrics;
 /// The JSON library of requests and replies, for callers of [`client`].
 pub use serde_json;
 
 use crate::error::{self, RpcError};
+use crate::slots::Slots;
 use crate::Daemon;
 use peerpool_core::addr::Host;
 use peerpool_core::pool::banman::Subnet;
 
-/// Delay before answering wrong credentials, to slow down guessing. Bitcoin Core: the 250 ms
-/// sleep of `HTTPReq_JSONRPC`.
-pub const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(250);
+/// Delay before answering wrong credentials, to slow down guessing; see [`FailedAuth`].
+pub const AUTH_FAILURE_DELAY: Duration = FailedAuth::DELAY;
+
+/// Methods that change nothing: the only ones a request sent with another content type than
+/// JSON may call. Any other method, including ones added later, needs a JSON body.
+pub const READ_ONLY_METHODS: &[&str] = &[
+    "getpeerinfo",
+    "getaddednodeinfo",
+    "getconnectioncount",
+    "getnettotals",
+    "getnetworkinfo",
+    "listbanned",
+    "getnodeaddresses",
+    "getaddrmaninfo",
+    "getrawaddrman",
+    "uptime",
+    "help",
+];
 
 /// Default time a request has to arrive whole. Bitcoin Core: `DEFAULT_HTTP_SERVER_TIMEOUT`
 /// (30 s).
@@ -82,6 +109,28 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 
 /// Default number of requests handled at once. Bitcoin Core: `DEFAULT_HTTP_WORKQUEUE` (64).
 pub const DEFAULT_WORK_QUEUE: usize = 64;
+
+/// Default number of connections served at once (the work queue bounds requests, not
+/// connections); past it a newcomer takes the place of the connection quiet the longest.
+/// Bitcoin Core bounds its RPC connections by the descriptors it keeps aside for them.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
+
+/// Default time an answer may wait for the client to take it before the connection is
+/// closed: a client that does not read pays with its connection, not with our memory.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default cap on the requests of one batch. Bitcoin Core sets none; peerpool's methods are
+/// answered from the pool, and a thousand of them is more than any monitoring script sends.
+pub const DEFAULT_MAX_BATCH: usize = 1_000;
+
+/// Default cap on one reply's bytes (a whole batch's): past it, the rest of a batch is not
+/// run and is answered with errors, and a single answer is replaced by an error. Bitcoin Core:
+/// `MAX_SIZE` (32 MiB), its bound on one serialized object.
+pub const DEFAULT_MAX_REPLY: usize = 32 << 20;
+
+/// Largest request head (request line and headers) read. Bitcoin Core: `MAX_HEADERS_SIZE`
+/// (8,192 bytes), which is also the smallest buffer hyper accepts.
+pub const MAX_HEADERS_SIZE: usize = 8192;
 
 /// The RPC port Bitcoin Core uses for `network` ("main", "test", "testnet4", "signet",
 /// "regtest"); peerpool's default is the same so clients find it.
@@ -104,7 +153,8 @@ pub struct Config {
     pub credentials: Credentials,
     /// Write a cookie file here (`.cookie`) and accept it; `None`: no cookie.
     pub cookie_dir: Option<PathBuf>,
-    /// Bitcoin Core 28's JSON-RPC 2.0 replies to `"jsonrpc": "2.0"` requests.
+    /// JSON-RPC 2.0 replies to `"jsonrpc": "2.0"` requests, as Bitcoin Core 28 and later
+    /// (default on); off, the older replies to every request.
     pub strict_jsonrpc2: bool,
     /// See [`DEFAULT_TIMEOUT`].
     pub timeout: Duration,
@@ -116,6 +166,14 @@ pub struct Config {
     pub allow: Vec<Subnet>,
     /// Older result shapes to give back ([`deprecated`]).
     pub deprecated: deprecated::Deprecated,
+    /// See [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// See [`DEFAULT_WRITE_TIMEOUT`].
+    pub write_timeout: Duration,
+    /// See [`DEFAULT_MAX_BATCH`].
+    pub max_batch: usize,
+    /// See [`DEFAULT_MAX_REPLY`].
+    pub max_reply: usize,
 }
 
 impl Config {
@@ -125,12 +183,16 @@ impl Config {
             bind,
             credentials,
             cookie_dir: None,
-            strict_jsonrpc2: false,
+            strict_jsonrpc2: true,
             timeout: DEFAULT_TIMEOUT,
             max_body: DEFAULT_MAX_BODY,
             work_queue: DEFAULT_WORK_QUEUE,
             allow: Vec::new(),
             deprecated: deprecated::Deprecated::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_batch: DEFAULT_MAX_BATCH,
+            max_reply: DEFAULT_MAX_REPLY,
         }
     }
 }
@@ -154,9 +216,12 @@ pub(crate) struct Context {
     pub(crate) deprecated: deprecated::Deprecated,
     metrics: Arc<Metrics>,
     credentials: Credentials,
+    failed: Arc<FailedAuth>,
     strict: bool,
     timeout: Duration,
     max_body: usize,
+    max_batch: usize,
+    max_reply: usize,
     work: Semaphore,
 }
 
@@ -169,6 +234,8 @@ pub struct Server {
     tracker: TaskTracker,
     cookie: Option<Cookie>,
     metrics: Arc<Metrics>,
+    credentials: Credentials,
+    failed: Arc<FailedAuth>,
     accept: Vec<JoinHandle<()>>,
 }
 
@@ -208,14 +275,18 @@ impl Server {
         };
         let stop = daemon.shutdown.child_token();
         let metrics = Arc::new(Metrics::new());
+        let failed = Arc::new(FailedAuth::counting(metrics.auth_failures()));
         let ctx = Arc::new(Context {
             daemon: daemon.clone(),
             deprecated: config.deprecated.clone(),
             metrics: Arc::clone(&metrics),
-            credentials,
+            credentials: credentials.clone(),
+            failed: Arc::clone(&failed),
             strict: config.strict_jsonrpc2,
             timeout: config.timeout,
             max_body: config.max_body,
+            max_batch: config.max_batch,
+            max_reply: config.max_reply,
             work: Semaphore::new(config.work_queue.max(1)),
         });
         let router = Router::new()
@@ -236,6 +307,12 @@ impl Server {
         }
         let mut addrs = Vec::new();
         let mut accept = Vec::new();
+        let conns = ConnLimits {
+            header_timeout: config.timeout,
+            write_timeout: config.write_timeout,
+            max: config.max_connections,
+            slots: Slots::default(),
+        };
         for listener in listeners {
             let addr = listener.local_addr()?;
             info!("RPC server listening on {addr}");
@@ -243,7 +320,7 @@ impl Server {
             accept.push(tokio::spawn(accept_loop(
                 listener,
                 gate.clone(),
-                config.timeout,
+                conns.clone(),
                 stop.clone(),
                 tracker.clone(),
             )));
@@ -254,6 +331,8 @@ impl Server {
             tracker,
             cookie,
             metrics,
+            credentials,
+            failed,
             accept,
         })
     }
@@ -271,6 +350,17 @@ impl Server {
     /// The server's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The credentials it accepts, the cookie's included: for the admin listener's `auth`.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// The failure budget its credential checks share (see [`FailedAuth`]): for the other
+    /// listeners of the daemon.
+    pub fn failed_auth(&self) -> &Arc<FailedAuth> {
+        &self.failed
     }
 
     /// Stops accepting, lets requests in progress finish, and removes the cookie.
@@ -313,29 +403,47 @@ impl Gate {
             self.router.clone()
         } else {
             // Answered rather than closed, as Bitcoin Core, so the client sees why.
-            warn!(%from, "RPC client rejected: its network is not allowed RPC access (see --rpc-allow-ip)");
+            peerpool_net::log_limited!(
+                tracing::Level::WARN,
+                "RPC client {from} rejected: its network is not allowed RPC access (see --rpc-allow-ip)"
+            );
             self.forbidden.clone()
         }
     }
 }
 
+/// How connections are kept: see [`Config`].
+#[derive(Clone)]
+struct ConnLimits {
+    header_timeout: Duration,
+    write_timeout: Duration,
+    max: usize,
+    slots: Slots,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     gate: Gate,
-    timeout: Duration,
+    limits: ConnLimits,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
     while let Some((stream, from)) = peerpool_net::next_connection(&listener, &stop).await {
         let _ = stream.set_nodelay(true);
+        let (slot, evicted) = limits.slots.take(limits.max, &stop);
+        if evicted {
+            debug!(%from, "RPC connections full: closed the idlest one for a new one");
+        }
         let service = TowerToHyperService::new(gate.routes_for(from));
-        let stop = stop.clone();
+        let limits = limits.clone();
         tracker.spawn(async move {
+            let io = guarded::Guarded::new(stream, Arc::clone(&slot), limits.write_timeout);
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(timeout)
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(MAX_HEADERS_SIZE)
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {
@@ -343,11 +451,12 @@ async fn accept_loop(
                         debug!(%from, "RPC connection ended: {e}");
                     }
                 }
-                () = stop.cancelled() => {
+                () = slot.close.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
                 }
             }
+            limits.slots.release(&slot);
         });
     }
 }
@@ -379,6 +488,13 @@ fn status_of(code: i32) -> StatusCode {
     }
 }
 
+fn reply_too_long(max: usize) -> RpcError {
+    RpcError::new(
+        error::INTERNAL_ERROR,
+        format!("reply longer than {max} bytes: not sent (ask for less at a time)"),
+    )
+}
+
 fn legacy_error(e: &RpcError, id: Value) -> String {
     json!({ "result": null, "error": e.to_json(), "id": id }).to_string()
 }
@@ -393,15 +509,62 @@ async fn scrape(State(ctx): State<Arc<Context>>) -> Response {
     r
 }
 
+/// Why a request a web page may have made is refused, if it is (see the module docs).
+fn browser_refusal(headers: &HeaderMap) -> Option<&'static str> {
+    if headers.contains_key(header::ORIGIN)
+        || headers.keys().any(|k| k.as_str().starts_with("sec-fetch-"))
+    {
+        return Some("requests from web pages are refused");
+    }
+    match headers.get(header::HOST).map(HeaderValue::to_str) {
+        None => None,
+        Some(Ok(host)) if host_is_local_or_ip(host) => None,
+        Some(_) => Some("the Host header must name an IP address or localhost"),
+    }
+}
+
+/// Whether a `Host` header value (`name[:port]`, `[v6][:port]`) is an IP address or
+/// `localhost`.
+fn host_is_local_or_ip(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, _)) => return v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+/// Whether the body was sent as JSON, or without a content type.
+fn json_or_untyped(headers: &HeaderMap) -> bool {
+    match headers.get(header::CONTENT_TYPE).map(HeaderValue::to_str) {
+        None => true,
+        Some(Ok(ct)) => ct
+            .split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")),
+        Some(Err(_)) => false,
+    }
+}
+
 async fn rpc(State(ctx): State<Arc<Context>>, headers: HeaderMap, body: Body) -> Response {
+    if let Some(why) = browser_refusal(&headers) {
+        peerpool_net::log_limited!(tracing::Level::WARN, "RPC request refused: {why}");
+        return (StatusCode::FORBIDDEN, why).into_response();
+    }
     let Some(auth) = headers.get(header::AUTHORIZATION) else {
         return unauthorized();
     };
     if !auth.to_str().is_ok_and(|a| ctx.credentials.check(a)) {
-        warn!("RPC request with wrong credentials");
-        tokio::time::sleep(AUTH_FAILURE_DELAY).await;
+        peerpool_net::log_limited!(tracing::Level::WARN, "RPC request with wrong credentials");
+        ctx.failed.pay().await;
         return unauthorized();
     }
+    let json = json_or_untyped(&headers);
     let limited = http_body_util::Limited::new(body, ctx.max_body);
     let bytes: Bytes = match tokio::time::timeout(ctx.timeout, limited.collect()).await {
         Err(_) => {
@@ -443,20 +606,51 @@ async fn rpc(State(ctx): State<Arc<Context>>, headers: HeaderMap, body: Body) ->
     };
     match parsed {
         Value::Object(_) => {
-            let (status, reply) = handle_one(&ctx, parsed).await;
+            let (status, reply) = handle_one(&ctx, parsed, json).await;
             match reply {
+                Some(r) if r.len() > ctx.max_reply => json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    legacy_error(&reply_too_long(ctx.max_reply), Value::Null),
+                ),
                 Some(r) => json_response(status, r),
                 None => StatusCode::NO_CONTENT.into_response(),
             }
         }
+        Value::Array(batch) if batch.len() > ctx.max_batch => {
+            let err = RpcError::new(
+                error::INVALID_REQUEST,
+                format!(
+                    "batch of {} requests: at most {} are taken",
+                    batch.len(),
+                    ctx.max_batch
+                ),
+            );
+            json_response(StatusCode::BAD_REQUEST, legacy_error(&err, Value::Null))
+        }
         Value::Array(batch) => {
+            let requested = batch.len();
             let mut replies = Vec::with_capacity(batch.len());
+            // Counted as they come: past the bound, the rest of the batch does not run.
+            let mut bytes = 2;
             for request in batch {
-                if let (_, Some(r)) = handle_one(&ctx, request).await {
+                if bytes > ctx.max_reply {
+                    let id = request.get("id").cloned().unwrap_or(Value::Null);
+                    replies.push(legacy_error(&reply_too_long(ctx.max_reply), id));
+                    continue;
+                }
+                if let (_, Some(r)) = handle_one(&ctx, request, json).await {
+                    let r = if r.len() > ctx.max_reply {
+                        legacy_error(&reply_too_long(ctx.max_reply), Value::Null)
+                    } else {
+                        r
+                    };
+                    bytes += r.len() + 1;
                     replies.push(r);
                 }
             }
-            if ctx.strict && replies.is_empty() {
+            // A batch of notifications only gets no reply; an empty batch still gets `[]`
+            // (as Core: it carried no version, so it is answered as before JSON-RPC 2.0).
+            if ctx.strict && replies.is_empty() && requested > 0 {
                 return StatusCode::NO_CONTENT.into_response();
             }
             json_response(StatusCode::OK, format!("[{}]", replies.join(",")))
@@ -473,7 +667,7 @@ async fn rpc(State(ctx): State<Arc<Context>>, headers: HeaderMap, body: Body) ->
 
 /// One request object: its HTTP status alone, and its reply (`None` for a JSON-RPC 2.0
 /// notification in strict mode).
-async fn handle_one(ctx: &Context, request: Value) -> (StatusCode, Option<String>) {
+async fn handle_one(ctx: &Context, request: Value, json: bool) -> (StatusCode, Option<String>) {
     let Value::Object(mut obj) = request else {
         let err = RpcError::new(error::INVALID_REQUEST, "Invalid Request object");
         return (
@@ -486,6 +680,14 @@ async fn handle_one(ctx: &Context, request: Value) -> (StatusCode, Option<String
     let v2 = ctx.strict && obj.get("jsonrpc").and_then(Value::as_str) == Some("2.0");
     let outcome = match (obj.remove("method"), obj.remove("params")) {
         (None, _) => Err(RpcError::new(error::INVALID_REQUEST, "Missing method")),
+        (Some(Value::String(method)), _)
+            if !json && !READ_ONLY_METHODS.contains(&method.as_str()) =>
+        {
+            Err(RpcError::new(
+                error::INVALID_REQUEST,
+                format!("{method} changes state: send it with Content-Type: application/json"),
+            ))
+        }
         (Some(Value::String(method)), params) => {
             let known = methods::exists(&method);
             let r = methods::call(ctx, &method, params.unwrap_or(Value::Null)).await;
@@ -596,6 +798,47 @@ mod tests {
             .unwrap();
         let status = r.status();
         (status, r.into_body().collect().await.unwrap().to_bytes())
+    }
+
+    #[test]
+    fn browser_requests_are_told_apart_from_rpc_clients() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        for ok in [
+            &[("host", "127.0.0.1:8332")][..],
+            &[("host", "localhost")],
+            &[("host", "[::1]:18443")],
+            &[],
+        ] {
+            assert_eq!(browser_refusal(&headers(ok)), None, "{ok:?}");
+        }
+        for refused in [
+            &[("host", "127.0.0.1"), ("origin", "https://example.com")][..],
+            &[("origin", "null")],
+            &[("sec-fetch-site", "cross-site")],
+            &[("host", "evil.example:8332")],
+            &[("host", "[::1")],
+        ] {
+            assert!(browser_refusal(&headers(refused)).is_some(), "{refused:?}");
+        }
+        assert!(json_or_untyped(&headers(&[])));
+        assert!(json_or_untyped(&headers(&[(
+            "content-type",
+            "application/json; charset=utf-8"
+        )])));
+        assert!(!json_or_untyped(&headers(&[(
+            "content-type",
+            "text/plain;"
+        )])));
+        assert!(!json_or_untyped(&headers(&[(
+            "content-type",
+            "application/x-www-form-urlencoded"
+        )])));
     }
 
     #[tokio::test]

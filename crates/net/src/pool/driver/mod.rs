@@ -204,7 +204,9 @@ impl Driver {
         let sleep = tokio::time::sleep_until(clock::instant_of(far()));
         tokio::pin!(sleep);
         let mut armed: Option<Time> = None;
-        let period = self.save_interval.max(Duration::from_millis(1));
+        let period = self
+            .save_interval
+            .clamp(Duration::from_millis(1), super::MAX_SAVE_INTERVAL);
         let mut save_tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut cost_tick = tokio::time::interval(GROUP_COST_INTERVAL);
@@ -453,7 +455,11 @@ impl Driver {
                 reason,
             } => {
                 let secs = until.since(clock::now()).as_secs();
-                info!(%subnet, for_secs = secs, %reason, "banned");
+                // Misbehaviour is the peer's doing: as many lines as it likes, within a budget.
+                crate::log_limited!(
+                    tracing::Level::INFO,
+                    "banned subnet={subnet} for_secs={secs} reason={reason}"
+                );
                 PoolEvent::Banned {
                     subnet,
                     until,
